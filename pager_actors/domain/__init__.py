@@ -1,0 +1,56 @@
+"""The pure escalation domain. It imports nothing outside the standard library."""
+
+from pager_actors.domain.decide import (
+    Acknowledge,
+    ArmAckTimeout,
+    Command,
+    Decision,
+    Effect,
+    ExpireAckTimeout,
+    Notify,
+    RaiseAlert,
+    ReportHealthy,
+    decide,
+    token_for,
+)
+from pager_actors.domain.errors import PagerError, UnknownServiceError
+from pager_actors.domain.masking import mask_email, mask_phone, mask_target
+from pager_actors.domain.model import (
+    EmailTarget,
+    EscalationPolicy,
+    Health,
+    Incident,
+    Level,
+    MonitoredService,
+    ServiceStatus,
+    SmsTarget,
+    Target,
+)
+
+__all__ = [
+    "Acknowledge",
+    "ArmAckTimeout",
+    "Command",
+    "Decision",
+    "Effect",
+    "EmailTarget",
+    "EscalationPolicy",
+    "ExpireAckTimeout",
+    "Health",
+    "Incident",
+    "Level",
+    "MonitoredService",
+    "Notify",
+    "PagerError",
+    "RaiseAlert",
+    "ReportHealthy",
+    "ServiceStatus",
+    "SmsTarget",
+    "Target",
+    "UnknownServiceError",
+    "decide",
+    "mask_email",
+    "mask_phone",
+    "mask_target",
+    "token_for",
+]
