@@ -1,0 +1,35 @@
+"""pager-actors: an on-call alert escalation engine built on Pykka actors."""
+
+from pager_actors._future import CommandFuture
+from pager_actors._pager import DEFAULT_ACK_TIMEOUT, Pager
+from pager_actors._service import Outcome
+from pager_actors.domain import (
+    EmailTarget,
+    EscalationPolicy,
+    Health,
+    Level,
+    PagerError,
+    ServiceStatus,
+    SmsTarget,
+    Target,
+    UnknownServiceError,
+)
+from pager_actors.errors import PagerOverloadedError, PagerStoppedError
+
+__all__ = [
+    "DEFAULT_ACK_TIMEOUT",
+    "CommandFuture",
+    "EmailTarget",
+    "EscalationPolicy",
+    "Health",
+    "Level",
+    "Outcome",
+    "Pager",
+    "PagerError",
+    "PagerOverloadedError",
+    "PagerStoppedError",
+    "ServiceStatus",
+    "SmsTarget",
+    "Target",
+    "UnknownServiceError",
+]

@@ -1,0 +1,71 @@
+"""A cheap one-shot future, compatible with `pykka.Future`.
+
+pykka's ThreadingFuture builds a Condition (an RLock and a deque) per future
+and a waiter lock per `get()`. A command future needs far less: one plain Lock,
+held from creation until the result is set.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from typing import Any, TypeVar
+
+import pykka
+from pykka._types import OptExcInfo
+
+T = TypeVar("T")
+
+
+class CommandFuture(pykka.Future[T]):
+    """Resolved exactly once, by `set()` or `set_exception()`; `get()` may be called often."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._settled = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        """True once a value or an exception is set."""
+        return self._settled
+
+    def get(self, *, timeout: float | None = None) -> T:
+        if self._get_hook is not None:
+            return super().get(timeout=timeout)
+        if not self._settled:
+            if not self._ready.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+                raise pykka.Timeout(f"{timeout} seconds")
+            self._ready.release()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+    def set(self, value: Any | None = None) -> None:
+        self._settle(value, None)
+
+    def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
+        error = (exc_info or sys.exc_info())[1]
+        assert error is not None, "set_exception() outside an except block"
+        self._settle(None, error)
+
+    def fail(self, error: BaseException) -> None:
+        """Resolve with `error`; `get()` raises it."""
+        self._settle(None, error)
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        if self._settled or self._get_hook is not None:
+            raise queue.Full("future already resolved")
+        self._value, self._error = value, error
+        self._settled = True
+        self._ready.release()
+
+
+def failed(error: BaseException) -> CommandFuture[Any]:
+    """A future that already holds `error`."""
+    future: CommandFuture[Any] = CommandFuture()
+    future.fail(error)
+    return future
