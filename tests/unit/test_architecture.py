@@ -1,0 +1,51 @@
+"""The dependency rule of ARCHITECTURE.md, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSITION_ROOTS = {"pager_actors/__main__.py", "pager_actors/bootstrap.py"}
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_domain_imports_only_stdlib_and_itself():
+    """The domain is pure: no pykka, no structlog, nothing outside the standard library."""
+    for path in modules("pager_actors/domain"):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or name.startswith("pager_actors.domain"), (
+                f"{path.relative_to(ROOT)} imports {name}")
+
+
+def test_adapters_never_import_the_actor_runtime():
+    """Adapters see only the domain and the ports, never actors or pykka."""
+    for path in modules("adapters"):
+        for name in imports_of(path):
+            allowed = (not name.startswith(("pager_actors", "pykka"))
+                       or name.startswith(("pager_actors.domain", "pager_actors.ports")))
+            assert allowed, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_only_the_composition_root_imports_adapters():
+    """The engine depends on ports; only the composition root names concrete adapters."""
+    for path in modules("pager_actors"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in COMPOSITION_ROOTS:
+            continue
+        assert not any(n.split(".")[0] == "adapters" for n in imports_of(path)), rel
