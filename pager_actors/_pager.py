@@ -12,7 +12,13 @@ from typing import Any
 import pykka
 import structlog
 
-from pager_actors._adapter_actors import Dispatcher, MailActor, SmsActor, TimerActor
+from pager_actors._adapter_actors import (
+    ChannelCounts,
+    Dispatcher,
+    MailActor,
+    SmsActor,
+    TimerActor,
+)
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture, failed
 from pager_actors._inbox import Envelope, InboxClosed
@@ -52,12 +58,14 @@ class Pager:
     """
 
     def __init__(self, *, policies: PolicyRepository, registry: pykka.ActorRef[Any],
-                 cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
+                 cells: dict[str, ServiceCell], dispatcher: Dispatcher,
+                 channels: dict[str, ChannelCounts], work: WorkTracker,
                  counters: Counters, max_in_flight: int, overload_timeout: float) -> None:
         self._policies = policies
         self._registry = registry
         self._cells = cells
         self._dispatcher = dispatcher
+        self._channels = channels
         self._work = work
         self._counters = counters
         self._max_in_flight = max_in_flight
@@ -83,10 +91,12 @@ class Pager:
         if ack_timeout <= timedelta(0):
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
         work, counters = WorkTracker(), Counters()
+        channels = {"mail_sent": ChannelCounts(), "sms_sent": ChannelCounts(),
+                    "timer_armed": ChannelCounts()}
         dispatcher = Dispatcher(
-            MailActor.start(mail, work, counters),
-            SmsActor.start(sms, work, counters),
-            TimerActor.start(timer, work, counters),
+            MailActor.start(mail, work, channels["mail_sent"]),
+            SmsActor.start(sms, work, channels["sms_sent"]),
+            TimerActor.start(timer, work, channels["timer_armed"]),
             work, counters,
         )
         cells: dict[str, ServiceCell] = {}
@@ -96,7 +106,7 @@ class Pager:
 
         registry = RegistryActor.start(cells, runtime)
         pager = cls(policies=policies, registry=registry, cells=cells, dispatcher=dispatcher,
-                    work=work, counters=counters, max_in_flight=max_in_flight,
+                    channels=channels, work=work, counters=counters, max_in_flight=max_in_flight,
                     overload_timeout=overload_timeout)
         if isinstance(timer, TimeoutSource):
             timer.attach(pager.ack_timeout)
@@ -170,6 +180,9 @@ class Pager:
     def stats(self) -> dict[str, int]:
         """Counters since start (incidents, escalations, sent and failed by channel, restarts)."""
         figures = self._counters.snapshot()
+        for done, counts in self._channels.items():
+            figures[done] = counts.succeeded
+            figures[done.split("_")[0] + "_failed"] = counts.failed
         figures["service_actors"] = sum(1 for c in list(self._cells.values())
                                         if c.ref is not None and c.ref.is_alive())
         figures["pending_work"] = self._work.pending
@@ -222,7 +235,14 @@ class Pager:
             mine = self._in_flight.futures = deque()
         while mine and mine[0].done():
             mine.popleft()
-        if len(mine) >= self._max_in_flight:
+        # Once full, drain to half: the caller then sleeps once per half a window,
+        # not once per command.
+        while len(mine) >= self._max_in_flight:
+            self._wait_until_at_most(mine, self._max_in_flight // 2)
+        mine.append(future)
+
+    def _wait_until_at_most(self, mine: deque[CommandFuture[Any]], count: int) -> None:
+        while len(mine) > count:
             oldest = mine.popleft()
             try:
                 oldest.get(timeout=self._overload_timeout)
@@ -233,4 +253,3 @@ class Pager:
                     f"{self._overload_timeout} s") from None
             except Exception:  # noqa: BLE001, S110 - the caller holds that future and sees its error
                 pass
-        mine.append(future)

@@ -15,6 +15,7 @@ from pager_actors._adapter_actors import Dispatcher
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import ServiceInbox
+from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     Command,
@@ -50,8 +51,13 @@ class Outcome:
     seq: int
     event: str
     reason: str | None
-    status: ServiceStatus
+    state: MonitoredService
     effects: tuple[Effect, ...]
+
+    @property
+    def status(self) -> ServiceStatus:
+        """The service's status right after this command."""
+        return self.state.status()
 
 
 @dataclass(frozen=True)
@@ -103,21 +109,26 @@ class ServiceActor(pykka.ThreadingActor):
         self._cell = cell
         self._rt = runtime
         self._log = log.bind(service=cell.service_id)
+        self._log_each = info_enabled(self._log)
 
     def on_receive(self, message: tuple[Command | GetStatus, CommandFuture[Any]]) -> None:
         command, future = message
+        settled = False  # _apply ends the command's work as it queues the effects
         try:
             if command is STATUS:
                 future.set(self._cell.state.status())
             else:
-                future.set(self._apply(command))  # type: ignore[arg-type]
+                outcome = self._apply(command)  # type: ignore[arg-type]
+                settled = True
+                future.set(outcome)
         except UnknownServiceError as error:
             future.fail(error)
         except Exception:
             future.set_exception()
             raise  # the actor dies; the registry restarts it from its last state
         finally:
-            self._rt.work.end()
+            if not settled:
+                self._rt.work.end()
 
     def _apply(self, command: Command) -> Outcome:
         cell, rt = self._cell, self._rt
@@ -125,16 +136,19 @@ class ServiceActor(pykka.ThreadingActor):
         decision = decide(cell.state, command, policy, now=rt.clock(), ack_timeout=rt.ack_timeout)
         cell.state = decision.service
         cell.processed += 1
-        rt.dispatcher.dispatch(decision.effects)
+        rt.dispatcher.dispatch(decision.effects, settled=1)
         self._record(decision)
         return Outcome(cell.service_id, cell.processed, decision.event, decision.reason,
-                       decision.service.status(), decision.effects)
+                       decision.service, decision.effects)
 
     def _record(self, decision: Decision) -> None:
         if decision.event == "ignored":
-            self._log.debug("command_ignored", reason=decision.reason)
+            if self._log_each:
+                self._log.debug("command_ignored", reason=decision.reason)
             return
         self._rt.counters.inc(decision.event)
+        if not self._log_each:
+            return
         status = decision.service.status()
         notified = sum(isinstance(effect, Notify) for effect in decision.effects)
         self._log.info(decision.event, level=status.level, acknowledged=status.acknowledged,

@@ -23,8 +23,12 @@ class WorkTracker:
             self._pending += count
 
     def end(self, count: int = 1) -> None:
+        self.add(-count)
+
+    def add(self, delta: int) -> None:
+        """Begin (delta > 0) or end (delta < 0) work in one step."""
         with self._lock:
-            self._pending -= count
+            self._pending += delta
             if self._pending == 0:
                 self._idle.notify_all()
 

@@ -8,7 +8,7 @@ effects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pager_actors.domain.errors import UnknownServiceError
@@ -125,7 +125,8 @@ def decide(
                 return _ignored(service, "no_open_incident")
             if incident.acknowledged:
                 return _ignored(service, "already_acknowledged")
-            acked = replace(incident, acknowledged=True, armed_token=None)
+            acked = Incident(incident.number, incident.message, incident.policy,
+                             incident.level, True, None)
             return _changed(service, acked, (), "acknowledged")
         case ReportHealthy():
             if incident is None:
@@ -139,10 +140,15 @@ def decide(
             if incident.armed_token is None or token not in (None, incident.armed_token):
                 return _ignored(service, "stale_token")
             if incident.level == len(incident.policy.levels):
-                disarmed = replace(incident, armed_token=None)
+                disarmed = Incident(incident.number, incident.message, incident.policy,
+                                    incident.level, False, None)
                 return _changed(service, disarmed, (), "escalation_exhausted")
             return _escalate(service, incident, now, ack_timeout)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
+
+
+# The helpers below build values with their constructors rather than
+# dataclasses.replace(), which costs several microseconds a call on the hot path.
 
 
 def _open_incident(
@@ -153,36 +159,43 @@ def _open_incident(
     ack_timeout: timedelta,
 ) -> Decision:
     number = service.incidents_opened + 1
-    incident = Incident(number=number, message=message, policy=policy, level=1)
-    opened = replace(service, incidents_opened=number)
-    incident, effects = _notify_level(service.service_id, incident, now, ack_timeout)
-    return _changed(opened, incident, effects, "incident_opened")
+    token, effects = _notify_level(service.service_id, number, message, policy, 1, now,
+                                   ack_timeout)
+    incident = Incident(number, message, policy, 1, False, token)
+    opened = MonitoredService(service.service_id, incident, number, service.version + 1)
+    return Decision(opened, effects, "incident_opened")
 
 
 def _escalate(
     service: MonitoredService, incident: Incident, now: datetime, ack_timeout: timedelta
 ) -> Decision:
-    incident = replace(incident, level=incident.level + 1)
-    incident, effects = _notify_level(service.service_id, incident, now, ack_timeout)
-    return _changed(service, incident, effects, "escalated")
+    level = incident.level + 1
+    token, effects = _notify_level(service.service_id, incident.number, incident.message,
+                                   incident.policy, level, now, ack_timeout)
+    escalated = Incident(incident.number, incident.message, incident.policy, level, False, token)
+    return _changed(service, escalated, effects, "escalated")
 
 
 def _notify_level(
-    service_id: str, incident: Incident, now: datetime, ack_timeout: timedelta
-) -> tuple[Incident, tuple[Effect, ...]]:
-    level = incident.level
-    subject = f"[{service_id}] {incident.message}"
-    text = (
-        f"[{service_id}] level {level} page, incident #{incident.number}: "
-        f"{incident.message}. Acknowledge it in the console."
-    )
-    notes: list[Effect] = [
-        Notify(service_id, incident.number, level, target, subject, text)
-        for target in incident.policy.level(level).targets
+    service_id: str,
+    number: int,
+    message: str,
+    policy: EscalationPolicy,
+    level: int,
+    now: datetime,
+    ack_timeout: timedelta,
+) -> tuple[str, tuple[Effect, ...]]:
+    """Page every target of `level` and arm its timeout: the token and the effects."""
+    subject = f"[{service_id}] {message}"
+    text = (f"[{service_id}] level {level} page, incident #{number}: {message}. "
+            "Acknowledge it in the console.")
+    effects: list[Effect] = [
+        Notify(service_id, number, level, target, subject, text)
+        for target in policy.level(level).targets
     ]
-    token = token_for(service_id, incident.number, level)
-    notes.append(ArmAckTimeout(service_id, token, ack_timeout, now + ack_timeout))
-    return replace(incident, armed_token=token), tuple(notes)
+    token = token_for(service_id, number, level)
+    effects.append(ArmAckTimeout(service_id, token, ack_timeout, now + ack_timeout))
+    return token, tuple(effects)
 
 
 def _changed(
@@ -191,7 +204,8 @@ def _changed(
     effects: tuple[Effect, ...],
     event: str,
 ) -> Decision:
-    new = replace(service, incident=incident, version=service.version + 1)
+    new = MonitoredService(service.service_id, incident, service.incidents_opened,
+                           service.version + 1)
     return Decision(new, effects, event)
 
 
