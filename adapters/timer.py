@@ -96,6 +96,6 @@ class ThreadedTimer:
             return
         try:
             callback(service_id, token)
-        except Exception as error:  # noqa: BLE001 - one bad callback must not stop the timer
+        except Exception as error:
             log.error("timeout_callback_failed", service=service_id, token=token,
                       error=repr(error))

@@ -31,14 +31,14 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.memory import (  # noqa: E402
+from adapters.memory import (
     InMemoryPolicyRepository,
     ManualTimer,
     RecordingMailSender,
     RecordingSmsSender,
 )
-from pager_actors import EmailTarget, EscalationPolicy, Level, Pager, SmsTarget  # noqa: E402
-from pager_actors.domain import (  # noqa: E402
+from pager_actors import EmailTarget, EscalationPolicy, Level, Pager, SmsTarget
+from pager_actors.domain import (
     ArmAckTimeout,
     MonitoredService,
     Notify,
@@ -245,9 +245,11 @@ def main() -> None:
     width = max(len(name) for name, _, _ in rows)
     print(f"{'':<{width}}  " + "  ".join(f"{name:>18}" for name in suites))
     for name, key, fmt in rows:
-        print(f"{name:<{width}}  " + "  ".join(f"{fmt.format(s[key]):>18}" for s in suites.values()))
+        cells = "  ".join(f"{fmt.format(figures[key]):>18}" for figures in suites.values())
+        print(f"{name:<{width}}  {cells}")
+    flat = {f"{suite}.{k}": v for suite, figures in suites.items() for k, v in figures.items()}
     print(json.dumps({"services": args.services, "callers": args.callers, "rounds": args.rounds,
-                      **{f"{suite}.{k}": v for suite, fig in suites.items() for k, v in fig.items()}}))
+                      **flat}))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
-from pager_actors.domain import ArmAckTimeout, EmailTarget, Effect, Notify, SmsTarget, mask_target
+from pager_actors.domain import ArmAckTimeout, Effect, EmailTarget, Notify, SmsTarget, mask_target
 from pager_actors.ports import MailSender, SmsSender, Timer
 
 log = structlog.get_logger("pager_actors.adapters")
@@ -51,7 +51,7 @@ class _PortActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> None:
         try:
             self._call(message)
-        except Exception as error:  # noqa: BLE001 - any port failure is reported, never fatal
+        except Exception as error:
             self._counts.failed += 1
             self._log.warning(f"{self.channel}_failed", error=repr(error), **_describe(message))
         else:
@@ -115,7 +115,7 @@ class TimerActor(_PortActor):
 def _describe(effect: Effect) -> dict[str, object]:
     if isinstance(effect, Notify):
         return {"service": effect.service_id, "incident": effect.incident,
-                "level": effect.level, "target": mask_target(effect.target)}
+                "page_level": effect.level, "target": mask_target(effect.target)}
     return {"service": effect.service_id, "token": effect.token,
             "delay_s": effect.delay.total_seconds()}
 

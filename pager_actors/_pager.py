@@ -36,7 +36,7 @@ from pager_actors.domain import (
     UnknownServiceError,
 )
 from pager_actors.errors import PagerOverloadedError, PagerStoppedError
-from pager_actors.ports import MailSender, PolicyRepository, SmsSender, Timer, TimeoutSource
+from pager_actors.ports import MailSender, PolicyRepository, SmsSender, TimeoutSource, Timer
 
 log = structlog.get_logger("pager_actors")
 
@@ -87,7 +87,7 @@ class Pager:
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
     ) -> Pager:
-        """Start the adapter actors, then the registry, and attach to the timer if it can call back."""
+        """Start the adapter actors, then the registry; attach to the timer if it calls back."""
         if ack_timeout <= timedelta(0):
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
         work, counters = WorkTracker(), Counters()
@@ -161,7 +161,8 @@ class Pager:
             self._stopping = True
         deadline = time.monotonic() + timeout
         try:
-            stops = self._registry.ask(Shutdown(), timeout=timeout)
+            stops: list[pykka.Future[Any]] = self._registry.ask(
+                Shutdown(), block=True, timeout=timeout)
             for stop in stops:
                 stop.get(timeout=max(deadline - time.monotonic(), 0))
         except pykka.Timeout:
@@ -203,7 +204,7 @@ class Pager:
         if cell is None:
             try:
                 known = self._policies.get(service_id) is not None
-            except Exception as error:  # noqa: BLE001 - the caller gets the repository's error
+            except Exception as error:
                 future.fail(error)
                 return future
             if not known:
@@ -251,5 +252,5 @@ class Pager:
                 raise PagerOverloadedError(
                     f"{len(mine)} commands from this thread unsettled after "
                     f"{self._overload_timeout} s") from None
-            except Exception:  # noqa: BLE001, S110 - the caller holds that future and sees its error
+            except Exception:
                 pass

@@ -151,7 +151,7 @@ class ServiceActor(pykka.ThreadingActor):
             return
         status = decision.service.status()
         notified = sum(isinstance(effect, Notify) for effect in decision.effects)
-        self._log.info(decision.event, level=status.level, acknowledged=status.acknowledged,
+        self._log.info(decision.event, page_level=status.level, acknowledged=status.acknowledged,
                        notified=notified)
 
     def on_stop(self) -> None:

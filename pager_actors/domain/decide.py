@@ -114,36 +114,17 @@ def decide(
     """Apply one command to one service. Raises UnknownServiceError without a policy."""
     if policy is None:
         raise UnknownServiceError(service.service_id)
-    incident = service.incident
     match command:
         case RaiseAlert(message):
-            if incident is not None:
-                return _ignored(service, "already_unhealthy")
-            return _open_incident(service, message, policy, now, ack_timeout)
+            return _on_alert(service, message, policy, now, ack_timeout)
         case Acknowledge():
-            if incident is None:
-                return _ignored(service, "no_open_incident")
-            if incident.acknowledged:
-                return _ignored(service, "already_acknowledged")
-            acked = Incident(incident.number, incident.message, incident.policy,
-                             incident.level, True, None)
-            return _changed(service, acked, (), "acknowledged")
+            return _on_acknowledge(service)
         case ReportHealthy():
-            if incident is None:
+            if service.incident is None:
                 return _ignored(service, "already_healthy")
             return _changed(service, None, (), "resolved")
         case ExpireAckTimeout(token):
-            if incident is None:
-                return _ignored(service, "no_open_incident")
-            if incident.acknowledged:
-                return _ignored(service, "acknowledged")
-            if incident.armed_token is None or token not in (None, incident.armed_token):
-                return _ignored(service, "stale_token")
-            if incident.level == len(incident.policy.levels):
-                disarmed = Incident(incident.number, incident.message, incident.policy,
-                                    incident.level, False, None)
-                return _changed(service, disarmed, (), "escalation_exhausted")
-            return _escalate(service, incident, now, ack_timeout)
+            return _on_timeout(service, token, now, ack_timeout)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
 
 
@@ -151,51 +132,75 @@ def decide(
 # dataclasses.replace(), which costs several microseconds a call on the hot path.
 
 
-def _open_incident(
+def _on_alert(
     service: MonitoredService,
     message: str,
     policy: EscalationPolicy,
     now: datetime,
     ack_timeout: timedelta,
 ) -> Decision:
+    if service.incident is not None:
+        return _ignored(service, "already_unhealthy")
     number = service.incidents_opened + 1
-    token, effects = _notify_level(service.service_id, number, message, policy, 1, now,
-                                   ack_timeout)
-    incident = Incident(number, message, policy, 1, False, token)
+    incident = _paged(service.service_id, number, message, policy, 1)
     opened = MonitoredService(service.service_id, incident, number, service.version + 1)
-    return Decision(opened, effects, "incident_opened")
+    return Decision(opened, _page(service.service_id, incident, now, ack_timeout),
+                    "incident_opened")
 
 
-def _escalate(
-    service: MonitoredService, incident: Incident, now: datetime, ack_timeout: timedelta
+def _on_acknowledge(service: MonitoredService) -> Decision:
+    incident = service.incident
+    if incident is None:
+        return _ignored(service, "no_open_incident")
+    if incident.acknowledged:
+        return _ignored(service, "already_acknowledged")
+    acked = Incident(incident.number, incident.message, incident.policy, incident.level,
+                     acknowledged=True, armed_token=None)
+    return _changed(service, acked, (), "acknowledged")
+
+
+def _on_timeout(
+    service: MonitoredService, token: str | None, now: datetime, ack_timeout: timedelta
 ) -> Decision:
-    level = incident.level + 1
-    token, effects = _notify_level(service.service_id, incident.number, incident.message,
-                                   incident.policy, level, now, ack_timeout)
-    escalated = Incident(incident.number, incident.message, incident.policy, level, False, token)
-    return _changed(service, escalated, effects, "escalated")
+    incident = service.incident
+    if incident is None:
+        return _ignored(service, "no_open_incident")
+    if incident.acknowledged:
+        return _ignored(service, "acknowledged")
+    if incident.armed_token is None or token not in (None, incident.armed_token):
+        return _ignored(service, "stale_token")
+    if incident.level == len(incident.policy.levels):
+        disarmed = Incident(incident.number, incident.message, incident.policy, incident.level,
+                            acknowledged=False, armed_token=None)
+        return _changed(service, disarmed, (), "escalation_exhausted")
+    escalated = _paged(service.service_id, incident.number, incident.message, incident.policy,
+                       incident.level + 1)
+    return _changed(service, escalated, _page(service.service_id, escalated, now, ack_timeout),
+                    "escalated")
 
 
-def _notify_level(
-    service_id: str,
-    number: int,
-    message: str,
-    policy: EscalationPolicy,
-    level: int,
-    now: datetime,
-    ack_timeout: timedelta,
-) -> tuple[str, tuple[Effect, ...]]:
-    """Page every target of `level` and arm its timeout: the token and the effects."""
+def _paged(service_id: str, number: int, message: str, policy: EscalationPolicy,
+           level: int) -> Incident:
+    """The incident once `level` is paged: its timeout armed under a fresh token."""
+    return Incident(number, message, policy, level, acknowledged=False,
+                    armed_token=token_for(service_id, number, level))
+
+
+def _page(service_id: str, incident: Incident, now: datetime,
+          ack_timeout: timedelta) -> tuple[Effect, ...]:
+    """Notify every target of the incident's level, then arm its timeout."""
+    level, number, message = incident.level, incident.number, incident.message
     subject = f"[{service_id}] {message}"
     text = (f"[{service_id}] level {level} page, incident #{number}: {message}. "
             "Acknowledge it in the console.")
     effects: list[Effect] = [
         Notify(service_id, number, level, target, subject, text)
-        for target in policy.level(level).targets
+        for target in incident.policy.level(level).targets
     ]
-    token = token_for(service_id, number, level)
-    effects.append(ArmAckTimeout(service_id, token, ack_timeout, now + ack_timeout))
-    return token, tuple(effects)
+    assert incident.armed_token is not None
+    effects.append(ArmAckTimeout(service_id, incident.armed_token, ack_timeout,
+                                 now + ack_timeout))
+    return tuple(effects)
 
 
 def _changed(

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from pager_actors import Health, ServiceStatus, UnknownServiceError
+from pager_actors import EscalationPolicy, Health, Level, ServiceStatus, UnknownServiceError
 from tests.conftest import BACKUP_SMS, ONCALL_MAIL, ONCALL_SMS, settle
 
 T = timedelta(minutes=15)
@@ -125,7 +125,6 @@ def test_second_ack_is_harmless(pager):
 
 def test_duplicate_target_in_a_level_is_paged_once(policies, pager, sms):
     """A level naming a number twice sends one SMS."""
-    from pager_actors import EscalationPolicy, Level
     policies.put(EscalationPolicy("dup", [Level([ONCALL_SMS, ONCALL_SMS])]))
     pager.alert("dup", "a").get(timeout=5)
     pager.flush()

@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.memory import RecordingSmsSender
 from adapters.timer import ThreadedTimer
+from pager_actors import Pager
 
 
 class Fired:
@@ -40,7 +42,7 @@ def test_fires_within_50_ms_of_due_time(timer):
     assert fired.all_in.wait(timeout=5)
     [(service, token, at)] = fired.calls
     assert (service, token) == ("checkout", "t1")
-    assert 0.1 <= at - armed_at
+    assert at - armed_at >= 0.1
     assert timer.max_lag < 0.05
 
 
@@ -102,9 +104,6 @@ def test_closed_timer_refuses_new_timeouts():
 
 def test_drives_a_real_pager_through_an_escalation(policies, mail):
     """With a 50 ms ack timeout the real timer escalates to level 2 by itself."""
-    from adapters.memory import RecordingSmsSender
-    from pager_actors import Pager
-
     class SignallingSms(RecordingSmsSender):
         def __init__(self):
             super().__init__()

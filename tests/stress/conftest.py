@@ -7,13 +7,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-PAGE = re.compile(r"^\[(?P<service>[^\]]+)\] level (?P<level>\d+) page, incident #(?P<incident>\d+)")
+PAGE = re.compile(
+    r"^\[(?P<service>[^\]]+)\] level (?P<level>\d+) page, incident #(?P<incident>\d+)")
 
 
 def pages(mail, sms) -> Counter[tuple[str, int, int, str]]:
     """Count deliveries by (service, incident, level, target) from what the fakes recorded."""
     counted: Counter[tuple[str, int, int, str]] = Counter()
-    for to, text in [(m.to, m.body) for m in list(mail.sent)] + [(s.to, s.text) for s in list(sms.sent)]:
+    sent = [(m.to, m.body) for m in list(mail.sent)] + [(s.to, s.text) for s in list(sms.sent)]
+    for to, text in sent:
         match = PAGE.match(text)
         assert match, text
         counted[(match["service"], int(match["incident"]), int(match["level"]), to)] += 1
@@ -29,7 +31,7 @@ def run_threads(count: int, work: Callable[[int], None], timeout: float = 60) ->
         try:
             barrier.wait(timeout=10)
             work(index)
-        except BaseException as error:  # noqa: BLE001 - reported to the test thread
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]

@@ -39,7 +39,8 @@ class ModelService:
         if kind == "healthy":
             if not self.open:
                 return "ignored"
-            self.open, self.level, self.acked, self.armed, self.message = False, 0, False, None, None
+            self.open, self.level, self.acked = False, 0, False
+            self.armed = self.message = None
             return "resolved"
         assert kind == "timeout"
         if not self.open or self.acked or self.armed is None or arg not in (None, self.armed):

@@ -30,12 +30,18 @@ def start(policies) -> tuple[Pager, RecordingMailSender, RecordingSmsSender, Man
     return pager, mail, sms, timer
 
 
+def from_threads(count: int, command) -> list:
+    """Run `command(index)` from `count` threads at once; return the outcomes."""
+    outcomes: list = []
+    run_threads(count, lambda i: outcomes.append(command(i).get(timeout=10)))
+    return outcomes
+
+
 def test_fifty_simultaneous_alerts_page_level_one_once():
     """50 threads alert one healthy service together: one level-1 round, one timer."""
     for _ in range(20):
         pager, mail, sms, timer = start(InMemoryPolicyRepository([two_level_policy("checkout")]))
-        outcomes = []
-        run_threads(50, lambda i: outcomes.append(pager.alert("checkout", f"m{i}").get(timeout=10)))
+        outcomes = from_threads(50, lambda i, p=pager: p.alert("checkout", f"m{i}"))
         pager.flush(timeout=10)
         assert [o.event for o in outcomes].count("incident_opened") == 1
         assert len(mail.sent) == 1 and len(sms.sent) == 1 and len(timer.armed) == 1
@@ -51,8 +57,7 @@ def test_same_token_from_32_threads_escalates_once():
         pager.alert("checkout", "down").get(timeout=10)
         pager.flush(timeout=10)
         token = timer.armed[0].token
-        outcomes = []
-        run_threads(32, lambda i: outcomes.append(pager.ack_timeout("checkout", token).get(timeout=10)))
+        outcomes = from_threads(32, lambda i, p=pager, t=token: p.ack_timeout("checkout", t))
         pager.flush(timeout=10)
         assert [o.event for o in outcomes].count("escalated") == 1
         assert [s.to for s in sms.sent].count("+33600000002") == 1

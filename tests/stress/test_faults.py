@@ -63,7 +63,7 @@ def test_crashing_port_and_killed_actor_lose_no_other_message():
 
     def worker(index: int) -> None:
         for round_ in range(30):
-            for s in services[index::8] + ["svc-7", "mailless"]:
+            for s in [*services[index::8], "svc-7", "mailless"]:
                 command = (pager.alert(s, f"r{round_}") if round_ % 3 == 0
                            else pager.ack_timeout(s) if round_ % 3 == 1 else pager.healthy(s))
                 with lock:

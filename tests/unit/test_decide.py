@@ -79,7 +79,7 @@ def test_timeout_without_ack_notifies_next_level_and_rearms():
 
 def test_timeout_after_ack_notifies_nobody():
     """Rule 3: once acknowledged, a later timeout notifies nobody and arms nothing."""
-    first, ack, timeout = run(
+    _first, ack, timeout = run(
         RaiseAlert("down"), Acknowledge(), ExpireAckTimeout(None)
     )
     assert ack.event == "acknowledged"

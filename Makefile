@@ -1,0 +1,34 @@
+# Every target that needs Python builds .venv first; nothing needs to be installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint run bench image clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check pager_actors adapters tests bench
+	$(BIN)/mypy pager_actors adapters
+
+run: install
+	$(BIN)/python -m pager_actors demo
+
+bench: install
+	$(BIN)/python bench/bench_engine.py
+
+image:
+	docker build -t pager-actors .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
