@@ -25,6 +25,7 @@ from pager_actors.domain.model import (
     ServiceStatus,
     SmsTarget,
     Target,
+    parse_target,
 )
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "mask_email",
     "mask_phone",
     "mask_target",
+    "parse_target",
     "token_for",
 ]

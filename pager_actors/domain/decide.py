@@ -54,7 +54,7 @@ class Notify:
     """Tell one target about an incident.
 
     `key` is unique per (service, incident, level, target): the same page is
-    never produced twice under the same key, so it doubles as a delivery id.
+    never produced twice under the same key, so it is the delivery id.
     """
 
     service_id: str
@@ -66,7 +66,7 @@ class Notify:
 
     @property
     def key(self) -> str:
-        return f"{self.service_id}/{self.incident}/{self.level}/{self.target}"
+        return f"{self.service_id}/{self.incident}/{self.level}/{self.target.uri}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,7 @@ def _on_alert(
     if service.incident is not None:
         return _ignored(service, "already_unhealthy")
     number = service.incidents_opened + 1
-    incident = _paged(service.service_id, number, message, policy, 1)
+    incident = _paged(service.service_id, number, message, policy, 1, now + ack_timeout)
     opened = MonitoredService(service.service_id, incident, number, service.version + 1)
     return Decision(opened, _page(service.service_id, incident, now, ack_timeout),
                     "incident_opened")
@@ -174,16 +174,16 @@ def _on_timeout(
                             acknowledged=False, armed_token=None)
         return _changed(service, disarmed, (), "escalation_exhausted")
     escalated = _paged(service.service_id, incident.number, incident.message, incident.policy,
-                       incident.level + 1)
+                       incident.level + 1, now + ack_timeout)
     return _changed(service, escalated, _page(service.service_id, escalated, now, ack_timeout),
                     "escalated")
 
 
-def _paged(service_id: str, number: int, message: str, policy: EscalationPolicy,
-           level: int) -> Incident:
+def _paged(service_id: str, number: int, message: str, policy: EscalationPolicy,  # noqa: PLR0917
+           level: int, deadline: datetime) -> Incident:
     """The incident once `level` is paged: its timeout armed under a fresh token."""
     return Incident(number, message, policy, level, acknowledged=False,
-                    armed_token=token_for(service_id, number, level))
+                    armed_token=token_for(service_id, number, level), ack_deadline=deadline)
 
 
 def _page(service_id: str, incident: Incident, now: datetime,
@@ -197,9 +197,9 @@ def _page(service_id: str, incident: Incident, now: datetime,
         Notify(service_id, number, level, target, subject, text)
         for target in incident.policy.level(level).targets
     ]
-    assert incident.armed_token is not None
+    assert incident.armed_token is not None and incident.ack_deadline is not None
     effects.append(ArmAckTimeout(service_id, incident.armed_token, ack_timeout,
-                                 now + ack_timeout))
+                                 incident.ack_deadline))
     return tuple(effects)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,10 @@ class EmailTarget:
     def __post_init__(self) -> None:
         if "@" not in self.address or self.address.strip() != self.address:
             raise ValueError(f"not an email address: {self.address!r}")
+
+    @property
+    def uri(self) -> str:
+        return f"mailto:{self.address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +38,22 @@ class SmsTarget:
         if not digits.isdigit() or not 3 <= len(digits) <= 15:
             raise ValueError(f"not a phone number: {self.number!r}")
 
+    @property
+    def uri(self) -> str:
+        return f"sms:{self.number}"
+
 
 Target = EmailTarget | SmsTarget
+
+
+def parse_target(uri: str) -> Target:
+    """`mailto:someone@example.com` or `sms:+33600000001` -> a target. Raises ValueError."""
+    scheme, sep, rest = uri.partition(":")
+    if sep and scheme == "mailto":
+        return EmailTarget(rest)
+    if sep and scheme == "sms":
+        return SmsTarget(rest)
+    raise ValueError(f"not a target (want mailto:ADDRESS or sms:NUMBER): {uri!r}")
 
 
 @dataclass(frozen=True, init=False)
@@ -97,6 +116,8 @@ class Incident:
     follows the levels that were in force then. `armed_token` names the only
     acknowledgement timeout that may still escalate it; None means no timeout
     can (acknowledged, or the last level's timeout already fired).
+    `ack_deadline` is when that timeout falls due, so a restart can re-arm it
+    with the time that remains.
     """
 
     number: int
@@ -105,6 +126,7 @@ class Incident:
     level: int
     acknowledged: bool = False
     armed_token: str | None = None
+    ack_deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

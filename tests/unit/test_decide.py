@@ -24,6 +24,7 @@ from pager_actors.domain import (
     SmsTarget,
     UnknownServiceError,
     decide,
+    parse_target,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -219,3 +220,19 @@ def test_malformed_policy_values_are_rejected(bad):
     """Malformed targets, empty levels and empty policies raise ValueError."""
     with pytest.raises(ValueError):
         bad()
+
+
+def test_incident_remembers_when_its_timeout_falls_due():
+    """The armed timeout's deadline is kept on the incident and cleared by the ack."""
+    opened, acked = run(RaiseAlert("a"), Acknowledge())
+    assert opened.service.incident.ack_deadline == NOW + TIMEOUT  # type: ignore[union-attr]
+    assert acked.service.incident.ack_deadline is None  # type: ignore[union-attr]
+
+
+def test_targets_parse_from_and_print_as_uris():
+    """mailto:/sms: URIs round-trip; anything else is a ValueError."""
+    assert parse_target("mailto:oncall@example.com") == EmailTarget("oncall@example.com")
+    assert parse_target("sms:+33600000001").uri == "sms:+33600000001"
+    for bad in ("oncall@example.com", "tel:+331", "sms:", "mailto:nobody"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
