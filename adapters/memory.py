@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
-from pager_actors.domain import EscalationPolicy
+from pager_actors.domain import EscalationPolicy, MonitoredService, Notify
+from pager_actors.ports import ArmedTimeout, DeliveryResult, Transition, VersionConflictError
 
 
 class InMemoryPolicyRepository:
@@ -63,7 +65,9 @@ class RecordingSmsSender:
 
 
 @dataclass(frozen=True, slots=True)
-class ArmedTimeout:
+class TimerCall:
+    """One `set_timeout` call recorded by ManualTimer."""
+
     service_id: str
     delay: timedelta
     token: str
@@ -79,9 +83,9 @@ class ManualTimer:
     """
 
     def __init__(self) -> None:
-        self.armed: list[ArmedTimeout] = []
+        self.armed: list[TimerCall] = []
         self.now = timedelta(0)
-        self._waiting: list[ArmedTimeout] = []
+        self._waiting: list[TimerCall] = []
         self._lock = threading.Lock()
         self._on_timeout: Callable[[str, str], object] | None = None
 
@@ -90,11 +94,11 @@ class ManualTimer:
 
     def set_timeout(self, service_id: str, delay: timedelta, token: str) -> None:
         with self._lock:
-            timeout = ArmedTimeout(service_id, delay, token, self.now + delay)
+            timeout = TimerCall(service_id, delay, token, self.now + delay)
             self.armed.append(timeout)
             self._waiting.append(timeout)
 
-    def pending(self) -> list[ArmedTimeout]:
+    def pending(self) -> list[TimerCall]:
         """Armed timeouts that have not fired yet."""
         with self._lock:
             return list(self._waiting)
@@ -108,3 +112,54 @@ class ManualTimer:
         if due and self._on_timeout is None:
             raise RuntimeError("ManualTimer fired but no pager is attached")
         return [self._on_timeout(t.service_id, t.token) for t in due]  # type: ignore[misc]
+
+
+class InMemoryStore:
+    """The default store: committed states and the outbox in dicts, lost with the process.
+
+    A service's record is its frozen `MonitoredService` (a few hundred bytes;
+    the policy snapshot is shared with the repository, not copied).
+    """
+
+    group_commit: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, MonitoredService] = {}
+        self._pending: dict[str, Notify] = {}
+        self.failed: dict[str, str] = {}
+
+    def load(self, service_id: str) -> MonitoredService | None:
+        return self._states.get(service_id)
+
+    def commit(self, transitions: Sequence[Transition],
+               deliveries: Sequence[DeliveryResult] = ()) -> None:
+        with self._lock:
+            for t in transitions:  # check everything before changing anything
+                stored = self._states.get(t.state.service_id)
+                found = stored.version if stored is not None else 0
+                if found != t.expected_version:
+                    raise VersionConflictError(t.state.service_id, t.expected_version, found)
+            for t in transitions:
+                self._states[t.state.service_id] = t.state
+                for effect in t.effects:
+                    if isinstance(effect, Notify):
+                        self._pending[effect.key] = effect
+            for result in deliveries:
+                self._pending.pop(result.delivery_id, None)
+                if result.error is not None:
+                    self.failed[result.delivery_id] = result.error
+
+    def armed_timeouts(self) -> list[ArmedTimeout]:
+        with self._lock:
+            return [ArmedTimeout(s.service_id, s.incident.armed_token, s.incident.ack_deadline)
+                    for s in self._states.values()
+                    if s.incident is not None and s.incident.armed_token is not None
+                    and s.incident.ack_deadline is not None]
+
+    def undelivered(self) -> list[Notify]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def close(self) -> None:
+        pass

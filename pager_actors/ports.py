@@ -5,11 +5,12 @@ Adapters satisfy them by shape; none of them needs to import this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import ClassVar, Protocol, runtime_checkable
 
-from pager_actors.domain import EscalationPolicy
+from pager_actors.domain import Effect, EscalationPolicy, MonitoredService, Notify, PagerError
 
 
 class PolicyRepository(Protocol):
@@ -44,3 +45,83 @@ class TimeoutSource(Protocol):
     """A timer that delivers its timeouts itself, once the pager attaches to it."""
 
     def attach(self, on_timeout: TimeoutCallback) -> None: ...
+
+
+# -- the durable store -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One command's result, to commit before any of its effects happen.
+
+    The store applies it only if the service's stored version is still
+    `expected_version` (0: never stored); otherwise it raises VersionConflictError.
+    Its Notify effects become outbox rows keyed by `Notify.key`.
+    """
+
+    expected_version: int
+    state: MonitoredService
+    effects: tuple[Effect, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of one outbox row's port call: delivered (error None) or failed."""
+
+    delivery_id: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmedTimeout:
+    """An acknowledgement timeout that must be armed again after a restart."""
+
+    service_id: str
+    token: str
+    deadline: datetime
+
+
+class StoreError(PagerError):
+    """The store could not read or write; nothing of the failed call was applied."""
+
+
+class VersionConflictError(StoreError):
+    """A transition was decided on a state that is no longer the stored one."""
+
+    def __init__(self, service_id: str, expected: int, found: int | None) -> None:
+        super().__init__(f"service {service_id!r}: expected stored version {expected}, "
+                         f"found {found}")
+        self.service_id = service_id
+
+
+class StoreCorruptError(StoreError):
+    """The store's file is not a readable pager store; it was left untouched."""
+
+
+class StateStore(Protocol):
+    """Where service states and the outbox of undelivered notifications live.
+
+    `group_commit` says whether a commit is costly (a disk flush): the engine
+    then batches commits from many services through one writer.
+    """
+
+    group_commit: ClassVar[bool]
+
+    def load(self, service_id: str) -> MonitoredService | None:
+        """The last committed state of a service, or None if it never changed."""
+        ...
+
+    def commit(self, transitions: Sequence[Transition],
+               deliveries: Sequence[DeliveryResult] = ()) -> None:
+        """Apply all of it atomically, or nothing (then raise StoreError)."""
+        ...
+
+    def armed_timeouts(self) -> list[ArmedTimeout]:
+        """Every open, unacknowledged incident's armed timeout."""
+        ...
+
+    def undelivered(self) -> list[Notify]:
+        """Outbox rows neither delivered nor failed, oldest first."""
+        ...
+
+    def close(self) -> None: ...

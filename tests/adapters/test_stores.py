@@ -1,0 +1,154 @@
+"""The StateStore contract, against InMemoryStore and a real SQLite file; SQLite specifics."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.memory import InMemoryStore
+from adapters.sqlite import SCHEMA_VERSION, SqliteStore
+from pager_actors.domain import (
+    Acknowledge,
+    Command,
+    ExpireAckTimeout,
+    MonitoredService,
+    RaiseAlert,
+    ReportHealthy,
+    decide,
+)
+from pager_actors.ports import (
+    DeliveryResult,
+    StoreCorruptError,
+    StoreError,
+    Transition,
+    VersionConflictError,
+)
+from tests.conftest import two_level_policy
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    store = InMemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "pager.db")
+    yield store
+    store.close()
+
+
+def step(state: MonitoredService, command: Command) -> Transition:
+    decision = decide(state, command, two_level_policy(state.service_id), now=NOW,
+                      ack_timeout=timedelta(minutes=15))
+    return Transition(state.version, decision.service, decision.effects)
+
+
+def test_unknown_service_loads_as_none(store):
+    """A service that never changed has no stored state."""
+    assert store.load("checkout") is None
+
+
+def test_committed_state_loads_back_with_policy_snapshot(store):
+    """What was committed loads back equal, incident and policy snapshot included."""
+    opened = step(MonitoredService("checkout"), RaiseAlert("p99 > 2s"))
+    escalated = step(opened.state, ExpireAckTimeout(None))
+    store.commit([opened])
+    store.commit([escalated])
+    assert store.load("checkout") == escalated.state
+    assert store.load("checkout").incident.policy == two_level_policy("checkout")
+
+
+def test_stale_version_is_refused_and_the_batch_applies_nothing(store):
+    """A conflicting transition fails the whole batch: no state and no outbox row."""
+    opened = step(MonitoredService("checkout"), RaiseAlert("a"))
+    store.commit([opened])
+    other = step(MonitoredService("search"), RaiseAlert("b"))
+    with pytest.raises(VersionConflictError, match="checkout"):
+        store.commit([other, opened])
+    assert store.load("search") is None
+    assert {n.service_id for n in store.undelivered()} == {"checkout"}
+
+
+def test_outbox_holds_each_notification_until_settled(store):
+    """Each page is an outbox row until reported delivered or failed."""
+    opened = step(MonitoredService("checkout"), RaiseAlert("a"))
+    store.commit([opened])
+    mail, sms = store.undelivered()
+    assert {mail.key, sms.key} == {e.key for e in opened.effects if hasattr(e, "key")}
+    store.commit([], [DeliveryResult(mail.key), DeliveryResult(sms.key, "gateway 503")])
+    assert store.undelivered() == []
+
+
+def test_armed_timeouts_are_open_unacknowledged_incidents_only(store):
+    """Recovery re-arms open, unacknowledged incidents with their token and deadline."""
+    a = step(MonitoredService("a"), RaiseAlert("x"))
+    b = step(MonitoredService("b"), RaiseAlert("x"))
+    c = step(MonitoredService("c"), RaiseAlert("x"))
+    store.commit([a, b, c])
+    store.commit([step(b.state, Acknowledge()), step(c.state, ReportHealthy())])
+    [armed] = store.armed_timeouts()
+    assert (armed.service_id, armed.token) == ("a", a.state.incident.armed_token)
+    assert armed.deadline == NOW + timedelta(minutes=15)
+
+
+def test_sqlite_creates_schema_on_an_empty_file(tmp_path):
+    """Opening a new file migrates it to the current schema, in WAL mode."""
+    path = tmp_path / "new.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"services", "outbox"} <= tables
+    db.close()
+
+
+def test_sqlite_state_survives_reopening(tmp_path):
+    """A second store on the same file sees everything committed by the first."""
+    first = SqliteStore(tmp_path / "p.db")
+    opened = step(MonitoredService("checkout"), RaiseAlert("a"))
+    first.commit([opened])
+    first.close()
+    second = SqliteStore(tmp_path / "p.db")
+    assert second.load("checkout") == opened.state
+    assert len(second.undelivered()) == 2
+    second.close()
+
+
+def test_corrupt_file_is_refused_and_left_untouched(tmp_path):
+    """Garbage in place of the database gets a clear error and is not overwritten."""
+    path = tmp_path / "corrupt.db"
+    garbage = b"this is not sqlite " * 500
+    path.write_bytes(garbage)
+    with pytest.raises(StoreCorruptError, match="not a readable pager store"):
+        SqliteStore(path)
+    assert path.read_bytes() == garbage
+
+
+def test_foreign_database_is_refused(tmp_path):
+    """A SQLite file with someone else's tables is not adopted."""
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreCorruptError, match="no pager schema version"):
+        SqliteStore(path)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    """A file from a newer version of the program is not downgraded."""
+    path = tmp_path / "future.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        SqliteStore(path)
+
+
+def test_unreadable_path_is_a_clear_error(tmp_path):
+    """A directory where the file should be gives a StoreError, not a traceback deep inside."""
+    with pytest.raises(StoreError, match=str(tmp_path)):
+        SqliteStore(tmp_path)
