@@ -2,6 +2,7 @@
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import DEFAULT_ACK_TIMEOUT, Pager
+from pager_actors._registry import Supervision
 from pager_actors._service import Outcome
 from pager_actors.domain import (
     EmailTarget,
@@ -14,11 +15,17 @@ from pager_actors.domain import (
     Target,
     UnknownServiceError,
 )
-from pager_actors.errors import PagerOverloadedError, PagerStoppedError
+from pager_actors.errors import (
+    DeadLetterError,
+    PagerOverloadedError,
+    PagerStoppedError,
+    ServiceQuarantinedError,
+)
 
 __all__ = [
     "DEFAULT_ACK_TIMEOUT",
     "CommandFuture",
+    "DeadLetterError",
     "EmailTarget",
     "EscalationPolicy",
     "Health",
@@ -28,8 +35,10 @@ __all__ = [
     "PagerError",
     "PagerOverloadedError",
     "PagerStoppedError",
+    "ServiceQuarantinedError",
     "ServiceStatus",
     "SmsTarget",
+    "Supervision",
     "Target",
     "UnknownServiceError",
 ]

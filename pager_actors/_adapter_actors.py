@@ -1,12 +1,15 @@
 """Adapter actors: one per port, so a slow gateway holds up only its own queue.
 
-Service actors hand these actors their effects and move on. Each actor calls
-its port one effect at a time, catches and logs any failure, counts it, and
-never lets one target's failure stop the next.
+Service actors (or the store writer, once a commit is durable) hand these
+actors their effects and move on. Each actor calls its port one effect at a
+time, catches and logs any failure, counts it, reports the delivery result to
+the outbox, and never lets one target's failure stop the next. If the actor
+itself crashes, the Dispatcher starts a new one with the effects still queued.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pykka
@@ -17,9 +20,11 @@ from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import ArmAckTimeout, Effect, EmailTarget, Notify, SmsTarget, mask_target
-from pager_actors.ports import MailSender, SmsSender, Timer
+from pager_actors.ports import DeliveryResult, MailSender, SmsSender, Timer
 
 log = structlog.get_logger("pager_actors.adapters")
+
+Settle = Callable[[DeliveryResult], None]
 
 
 class ChannelCounts:
@@ -40,35 +45,54 @@ class _PortActor(pykka.ThreadingActor):
     def _create_actor_inbox() -> ServiceInbox:
         return ServiceInbox()
 
-    def __init__(self, work: WorkTracker, counts: ChannelCounts) -> None:
+    def __init__(self, work: WorkTracker, counts: ChannelCounts, settle: Settle | None,
+                 on_crash: Callable[[str, list[Any]], None]) -> None:
         super().__init__()
         self._work = work
         self._counts = counts
+        self._settle = settle
+        self._on_crash = on_crash
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
+        self._current: Any = None  # the effect being handled, until its port was called
 
-    def on_receive(self, message: Any) -> None:
+    def on_receive(self, effect: Any) -> None:
+        self._current = effect
+        error: str | None = None
         try:
-            self._call(message)
-        except Exception as error:
+            self._call(effect)
+        except Exception as failure:
+            error = repr(failure)
             self._counts.failed += 1
-            self._log.warning(f"{self.channel}_failed", error=repr(error), **_describe(message))
+            self._log.warning(f"{self.channel}_failed", error=error, **_describe(effect))
         else:
             self._counts.succeeded += 1
             if self._log_each:
-                self._log.info(self._done_event, **_describe(message))
-        finally:
+                self._log.info(self._done_event, **_describe(effect))
+        self._current = None  # the port was called: never call it again for this effect
+        if self._settle is not None and isinstance(effect, Notify):
+            self._settle(DeliveryResult(effect.key, error))  # ends the work once recorded
+        else:
             self._work.end()
 
     def _call(self, effect: Any) -> None:
         raise NotImplementedError
 
+    def on_failure(self, *exc_info: Any) -> None:
+        self._log.error(f"{self.channel}_actor_crashed", error=repr(exc_info[1]))
+        first = [] if self._current is None else [Envelope(self._current)]
+        inbox = self.actor_inbox
+        assert isinstance(inbox, ServiceInbox)
+        inbox.close(lambda left: self._on_crash(self.channel, first + left))
+
     def on_stop(self) -> None:
-        self.actor_inbox.close(self._drop)  # type: ignore[attr-defined]
+        inbox = self.actor_inbox
+        assert isinstance(inbox, ServiceInbox)
+        inbox.close(self._drop)
 
     def _drop(self, left: list[Any]) -> None:
-        """Effects still queued when the pager stopped past its deadline: log them, lost."""
+        """Effects queued after the stop request: logged; their outbox rows stay pending."""
         for envelope in left:
             if isinstance(envelope.message, Notify | ArmAckTimeout):
                 self._log.error("effect_dropped", reason="pager stopped",
@@ -79,8 +103,8 @@ class _PortActor(pykka.ThreadingActor):
 class MailActor(_PortActor):
     channel = "mail"
 
-    def __init__(self, port: MailSender, work: WorkTracker, counts: ChannelCounts) -> None:
-        super().__init__(work, counts)
+    def __init__(self, port: MailSender, *args: Any) -> None:
+        super().__init__(*args)
         self._port = port
 
     def _call(self, effect: Notify) -> None:
@@ -91,8 +115,8 @@ class MailActor(_PortActor):
 class SmsActor(_PortActor):
     channel = "sms"
 
-    def __init__(self, port: SmsSender, work: WorkTracker, counts: ChannelCounts) -> None:
-        super().__init__(work, counts)
+    def __init__(self, port: SmsSender, *args: Any) -> None:
+        super().__init__(*args)
         self._port = port
 
     def _call(self, effect: Notify) -> None:
@@ -104,8 +128,8 @@ class TimerActor(_PortActor):
     channel = "timer"
     done = "armed"
 
-    def __init__(self, port: Timer, work: WorkTracker, counts: ChannelCounts) -> None:
-        super().__init__(work, counts)
+    def __init__(self, port: Timer, *args: Any) -> None:
+        super().__init__(*args)
         self._port = port
 
     def _call(self, effect: ArmAckTimeout) -> None:
@@ -121,35 +145,77 @@ def _describe(effect: Effect) -> dict[str, object]:
 
 
 class Dispatcher:
-    """Routes a decision's effects to the adapter actors, counting each as pending work."""
+    """Routes effects to the adapter actors, counting each as pending work.
 
-    def __init__(self, mail: pykka.ActorRef[MailActor], sms: pykka.ActorRef[SmsActor],
-                 timer: pykka.ActorRef[TimerActor], work: WorkTracker,
-                 counters: Counters) -> None:
-        self._refs = (mail, sms, timer)
-        self._mail: ServiceInbox = mail.actor_inbox  # type: ignore[assignment]
-        self._sms: ServiceInbox = sms.actor_inbox  # type: ignore[assignment]
-        self._timer: ServiceInbox = timer.actor_inbox  # type: ignore[assignment]
+    It also supervises them: a crashed adapter actor is replaced at once by a
+    new one that first gets the effects the old one had not finished.
+    """
+
+    CHANNELS = ("mail", "sms", "timer")
+
+    def __init__(self, work: WorkTracker, counters: Counters) -> None:
         self._work = work
         self._counters = counters
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._inboxes: dict[str, ServiceInbox] = {}
+        self._factories: dict[str, Callable[[], pykka.ActorRef[Any]]] = {}
+        self.counts = {channel: ChannelCounts() for channel in self.CHANNELS}
+        self._stopping = False
+
+    def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
+              settle: Settle | None) -> None:
+        ports: dict[str, tuple[type[_PortActor], Any]] = {
+            "mail": (MailActor, mail), "sms": (SmsActor, sms), "timer": (TimerActor, timer)}
+        for channel, (actor, port) in ports.items():
+            def factory(actor: type[_PortActor] = actor, port: Any = port,
+                        channel: str = channel) -> pykka.ActorRef[Any]:
+                return actor.start(port, self._work, self.counts[channel], settle, self._replace)
+            self._factories[channel] = factory
+            self._spawn(channel, [])
+
+    def _spawn(self, channel: str, backlog: list[Any]) -> None:
+        ref = self._factories[channel]()
+        for envelope in backlog:
+            ref.actor_inbox.put(envelope)
+        self._refs[channel] = ref
+        self._inboxes[channel] = ref.actor_inbox  # type: ignore[assignment]
+
+    def _replace(self, channel: str, backlog: list[Any]) -> None:
+        """Called by a crashed adapter actor, under its closed inbox's lock."""
+        if self._stopping:
+            return
+        self._counters.inc("adapter_restarts")
+        log.error("adapter_actor_restarted", channel=channel, requeued=len(backlog))
+        self._spawn(channel, backlog)
 
     def dispatch(self, effects: tuple[Effect, ...], settled: int = 0) -> None:
         """Queue `effects`; `settled` units of work end at the same time (one lock, not two)."""
         self._work.add(len(effects) - settled)
         for effect in effects:
             if isinstance(effect, ArmAckTimeout):
-                inbox = self._timer
+                channel = "timer"
             elif isinstance(effect.target, EmailTarget):
-                inbox = self._mail
+                channel = "mail"
             else:
-                inbox = self._sms
-            try:
-                inbox.put(Envelope(effect))
-            except InboxClosed:
-                # Only once the pager is stopping: adapters stop after every service.
-                self._work.end()
-                self._counters.inc("effects_dropped")
-                log.error("effect_dropped", reason="adapter stopped", **_describe(effect))
+                channel = "sms"
+            self._put(channel, effect)
 
-    def refs(self) -> tuple[pykka.ActorRef[Any], ...]:
-        return self._refs
+    def _put(self, channel: str, effect: Effect) -> None:
+        for _ in range(2):  # a crashed actor's replacement is published before InboxClosed
+            try:
+                self._inboxes[channel].put(Envelope(effect))
+                return
+            except InboxClosed:
+                continue
+        # Only once the pager is stopping: adapters stop after every service.
+        self._work.end()
+        self._counters.inc("effects_dropped")
+        log.error("effect_dropped", reason="adapter stopped", **_describe(effect))
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        for ref in self._refs.values():
+            try:
+                ref.stop(timeout=timeout)
+            except pykka.Timeout:
+                log.error("adapter_stop_timeout", actor=str(ref))

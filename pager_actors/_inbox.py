@@ -52,6 +52,16 @@ class ServiceInbox:
     def qsize(self) -> int:
         return self._queue.qsize()
 
+    def drain(self, limit: int | None = None) -> list[Any]:
+        """Take queued envelopes, up to `limit` of them, without waiting."""
+        taken: list[Any] = []
+        while limit is None or len(taken) < limit:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return taken
+
     def close(self, hand_over: Callable[[list[Any]], None]) -> None:
         """Refuse further puts and pass what is left to `hand_over`, under the lock.
 
@@ -62,10 +72,4 @@ class ServiceInbox:
             if self._closed:
                 return
             self._closed = True
-            left: list[Any] = []
-            while True:
-                try:
-                    left.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            hand_over(left)
+            hand_over(self.drain())

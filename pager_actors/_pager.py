@@ -12,21 +12,23 @@ from typing import Any
 import pykka
 import structlog
 
-from pager_actors._adapter_actors import (
-    ChannelCounts,
-    Dispatcher,
-    MailActor,
-    SmsActor,
-    TimerActor,
+from pager_actors._adapter_actors import Dispatcher
+from pager_actors._commit import (
+    Committer,
+    GroupCommitter,
+    InlineCommitter,
+    LateCallback,
+    StoreWriter,
 )
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture, failed
 from pager_actors._inbox import Envelope, InboxClosed
-from pager_actors._registry import RegistryActor, Route, Shutdown
-from pager_actors._service import STATUS, GetStatus, Outcome, Runtime, ServiceCell
+from pager_actors._registry import RegistryActor, Resync, Route, Shutdown, Supervision, Tick
+from pager_actors._service import STATUS, GetStatus, Letter, Outcome, Runtime, ServiceCell
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     Acknowledge,
+    ArmAckTimeout,
     Command,
     ExpireAckTimeout,
     Health,
@@ -36,7 +38,14 @@ from pager_actors.domain import (
     UnknownServiceError,
 )
 from pager_actors.errors import PagerOverloadedError, PagerStoppedError
-from pager_actors.ports import MailSender, PolicyRepository, SmsSender, TimeoutSource, Timer
+from pager_actors.ports import (
+    MailSender,
+    PolicyRepository,
+    SmsSender,
+    StateStore,
+    TimeoutSource,
+    Timer,
+)
 
 log = structlog.get_logger("pager_actors")
 
@@ -52,20 +61,23 @@ class Pager:
     """An on-call pager: one actor per monitored service, behind a thread-safe facade.
 
     Every command method returns at once with a future that resolves, to an
-    `Outcome`, once the service's actor has processed the command, or fails
-    with `UnknownServiceError`. Each calling thread may have at most
-    `max_in_flight` unsettled commands; the next one waits for the oldest.
+    `Outcome`, once the service's actor has processed the command and its
+    transition is committed to the store, or fails (`UnknownServiceError`,
+    `ServiceQuarantinedError`, `DeadLetterError`, `StoreError`). Each calling
+    thread may have at most `max_in_flight` unsettled commands; the next one
+    waits for half of them.
     """
 
-    def __init__(self, *, policies: PolicyRepository, registry: pykka.ActorRef[Any],
-                 cells: dict[str, ServiceCell], dispatcher: Dispatcher,
-                 channels: dict[str, ChannelCounts], work: WorkTracker,
+    def __init__(self, *, policies: PolicyRepository, store: StateStore,
+                 registry: pykka.ActorRef[Any], writer: pykka.ActorRef[Any] | None,
+                 cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
                  counters: Counters, max_in_flight: int, overload_timeout: float) -> None:
         self._policies = policies
+        self._store = store
         self._registry = registry
+        self._writer = writer
         self._cells = cells
         self._dispatcher = dispatcher
-        self._channels = channels
         self._work = work
         self._counters = counters
         self._max_in_flight = max_in_flight
@@ -73,6 +85,7 @@ class Pager:
         self._in_flight = threading.local()
         self._stopping = False
         self._stop_lock = threading.Lock()
+        self._ticker: _Ticker | None = None
 
     @classmethod
     def start(
@@ -83,35 +96,72 @@ class Pager:
         timer: Timer,
         ack_timeout: timedelta = DEFAULT_ACK_TIMEOUT,
         *,
+        store: StateStore | None = None,
+        passivate_after: timedelta | None = None,
+        max_live_services: int = 2000,
+        supervision: Supervision | None = None,
         clock: Callable[[], datetime] = _utc_now,
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
     ) -> Pager:
-        """Start the adapter actors, then the registry; attach to the timer if it calls back."""
+        """Start the actors in dependency order, recover from `store`, attach to the timer.
+
+        Recovery: every open, unacknowledged incident in the store has its
+        timeout armed again with the time that remains (0 if past due), and
+        every notification not yet delivered is sent again.
+        """
         if ack_timeout <= timedelta(0):
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
+        if store is None:
+            from adapters.memory import InMemoryStore  # noqa: PLC0415 - the documented default
+            store = InMemoryStore()
+        rules = supervision or Supervision()
+        rules = Supervision(**{**rules.__dict__, "max_live": max_live_services,
+                               "passivate_after": passivate_after.total_seconds()
+                               if passivate_after else rules.passivate_after})
         work, counters = WorkTracker(), Counters()
-        channels = {"mail_sent": ChannelCounts(), "sms_sent": ChannelCounts(),
-                    "timer_armed": ChannelCounts()}
-        dispatcher = Dispatcher(
-            MailActor.start(mail, work, channels["mail_sent"]),
-            SmsActor.start(sms, work, channels["sms_sent"]),
-            TimerActor.start(timer, work, channels["timer_armed"]),
-            work, counters,
-        )
+        dispatcher = Dispatcher(work, counters)
+        lost_sync = LateCallback()
+        writer: pykka.ActorRef[Any] | None = None
+        committer: Committer
+        if store.group_commit:
+            writer = StoreWriter.start(store, dispatcher, work, lost_sync)
+            committer = GroupCommitter(writer)
+        else:
+            committer = InlineCommitter(store, dispatcher, work)
+        dispatcher.start(mail, sms, timer, committer.settle)
         cells: dict[str, ServiceCell] = {}
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
-            return Runtime(policies, dispatcher, work, counters, clock, ack_timeout, registry)
+            return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
+                           registry)
 
-        registry = RegistryActor.start(cells, runtime)
-        pager = cls(policies=policies, registry=registry, cells=cells, dispatcher=dispatcher,
-                    channels=channels, work=work, counters=counters, max_in_flight=max_in_flight,
-                    overload_timeout=overload_timeout)
+        registry = RegistryActor.start(cells, runtime, dispatcher, rules)
+        lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
+        pager = cls(policies=policies, store=store, registry=registry, writer=writer,
+                    cells=cells, dispatcher=dispatcher, work=work, counters=counters,
+                    max_in_flight=max_in_flight, overload_timeout=overload_timeout)
+        pager._recover(clock())
+        if rules.passivate_after is not None:
+            pager._ticker = _Ticker(registry, min(rules.passivate_after / 4, 1.0))
         if isinstance(timer, TimeoutSource):
             timer.attach(pager.ack_timeout)
-        log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds())
+        log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds(),
+                 store=type(store).__name__)
         return pager
+
+    def _recover(self, now: datetime) -> None:
+        started = time.perf_counter()
+        armed = self._store.armed_timeouts()
+        self._dispatcher.dispatch(tuple(
+            ArmAckTimeout(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
+            for a in armed))
+        undelivered = self._store.undelivered()
+        self._dispatcher.dispatch(tuple(undelivered))
+        if armed or undelivered:
+            log.warning("pager_recovered", timeouts_rearmed=len(armed),
+                        notifications_resent=len(undelivered),
+                        seconds=round(time.perf_counter() - started, 3))
 
     # -- commands -------------------------------------------------------------
 
@@ -132,19 +182,27 @@ class Pager:
         return self._submit(service_id, ExpireAckTimeout(token))
 
     def status(self, service_id: str, timeout: float = 5.0) -> ServiceStatus:
-        """The service's status as of every command it processed so far."""
-        if service_id not in self._cells and not self._stopping:
+        """The service's last committed status.
+
+        A service with no running actor is answered from its cell or the
+        store, without starting an actor.
+        """
+        cell = self._cells.get(service_id)
+        if (cell is None or cell.inbox is None) and not self._stopping:
             if self._policies.get(service_id) is None:
                 raise UnknownServiceError(service_id)
-            if service_id not in self._cells:  # known, never touched: healthy
-                return _HEALTHY
+            if cell is None:
+                stored = self._store.load(service_id)
+                return stored.status() if stored is not None else _HEALTHY
+            if cell.state is not None:
+                return cell.state.status()
         result: ServiceStatus = self._submit(service_id, STATUS).get(timeout=timeout)
         return result
 
     # -- lifecycle ------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Return once all work submitted so far is done, port calls included.
+        """Return once all work submitted so far is done: commits, port calls, outbox marks.
 
         Raises TimeoutError if work is still pending after `timeout` seconds
         (for example a port call that hangs).
@@ -159,33 +217,43 @@ class Pager:
             if self._stopping:
                 return
             self._stopping = True
+        if self._ticker is not None:
+            self._ticker.stop()
         deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
         try:
             stops: list[pykka.Future[Any]] = self._registry.ask(
                 Shutdown(), block=True, timeout=timeout)
             for stop in stops:
-                stop.get(timeout=max(deadline - time.monotonic(), 0))
+                stop.get(timeout=left())
         except pykka.Timeout:
             log.error("pager_stop_timeout", phase="services", timeout_s=timeout)
         except pykka.ActorDeadError:
             pass
-        for ref in (self._registry, *self._dispatcher.refs()):
+        for ref in (self._registry, self._writer):
+            if ref is None:
+                continue
             try:
-                ref.stop(timeout=max(deadline - time.monotonic(), 0.1))
+                ref.stop(timeout=left())
             except pykka.Timeout:
-                log.error("pager_stop_timeout", phase="adapters", actor=str(ref))
+                log.error("pager_stop_timeout", phase=str(ref))
+        self._dispatcher.stop(timeout=left())
         log.info("pager_stopped")
 
     # -- introspection --------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters since start (incidents, escalations, sent and failed by channel, restarts)."""
+        """Counters since start: incidents, escalations, deliveries by channel, restarts..."""
         figures = self._counters.snapshot()
-        for done, counts in self._channels.items():
-            figures[done] = counts.succeeded
-            figures[done.split("_")[0] + "_failed"] = counts.failed
+        for channel, counts in self._dispatcher.counts.items():
+            figures[f"{channel}_{'armed' if channel == 'timer' else 'sent'}"] = counts.succeeded
+            figures[f"{channel}_failed"] = counts.failed
         figures["service_actors"] = sum(1 for c in list(self._cells.values())
-                                        if c.ref is not None and c.ref.is_alive())
+                                        if c.inbox is not None)
+        figures["known_services"] = len(self._cells)
         figures["pending_work"] = self._work.pending
         return figures
 
@@ -199,7 +267,7 @@ class Pager:
             self._admit(future)
         except PagerOverloadedError as error:
             return failed(error)
-        envelope = Envelope((command, future))
+        envelope = Envelope(Letter(command, future))
         cell = self._cells.get(service_id)
         if cell is None:
             try:
@@ -211,16 +279,14 @@ class Pager:
                 future.fail(UnknownServiceError(service_id))
                 return future
         self._work.begin()
-        if cell is not None:
+        inbox = cell.inbox if cell is not None else None
+        if inbox is not None:
             try:
-                assert cell.inbox is not None
-                cell.inbox.put(envelope)
+                inbox.put(envelope)
                 return future
             except InboxClosed:
-                pass  # the actor just stopped: the registry restarts it and routes this
-        try:
-            self._registry.tell(Route(service_id, envelope))
-        except pykka.ActorDeadError:
+                pass  # the actor just stopped: the registry routes this after its backlog
+        if not _tell(self._registry, Route(service_id, envelope)):
             self._work.end()
             future.fail(PagerStoppedError("the pager is stopped"))
         return future
@@ -254,3 +320,32 @@ class Pager:
                     f"{self._overload_timeout} s") from None
             except Exception:
                 pass
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
+
+
+class _Ticker:
+    """Tells the registry `Tick` at a fixed interval, so it can passivate idle actors."""
+
+    def __init__(self, registry: pykka.ActorRef[Any], interval: float) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pager-passivation",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            if not _tell(self._registry, Tick()):
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)

@@ -1,37 +1,72 @@
-"""The registry: creates service actors on demand and restarts those that die.
+"""The registry: supervisor of the service actors.
 
-Callers find a live service actor in `cells`, a dict that only the registry
-writes and that callers read without a lock (a dict read is atomic), so
-traffic for one service never queues behind another's. Only a miss (first
-message for a service) or a closed inbox (the actor just stopped) comes here.
-The registry never waits on a service actor.
+- Routing. Callers find a live service actor through `cells`, a dict only the
+  registry writes and callers read without a lock, so one service's traffic
+  never queues behind another's. Only a miss, or a closed inbox, comes here.
+- Activation. A service's first message starts its actor, which loads the
+  service from the store. At most `max_live` actors run: past that, the
+  least recently active ones are passivated, and newcomers wait here.
+- Passivation. An actor idle for `passivate_after` is stopped; its state stays
+  in its cell (and the store). Messages that race with the stop are handed
+  back here and start a new actor.
+- Supervision. A crashed actor restarts from its cell's state after an
+  exponential backoff with jitter; past 3 restarts in 60 s the service is
+  quarantined for a while; a letter that crashed two actors is dead-lettered.
+- Resync. When the store refuses a service's commit, its actor is stopped and,
+  once every commit queued before is settled, restarted from the store.
+
+The registry never waits on another actor and does no I/O.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
 import structlog
 
+from pager_actors._adapter_actors import Dispatcher
+from pager_actors._commit import Barrier
 from pager_actors._inbox import Envelope, InboxClosed
 from pager_actors._service import (
+    Letter,
     Runtime,
     ServiceActor,
     ServiceCell,
     ServiceStopped,
     fail_envelopes,
 )
-from pager_actors.domain import MonitoredService
+from pager_actors.domain import ArmAckTimeout
+from pager_actors.errors import DeadLetterError, PagerStoppedError, ServiceQuarantinedError
 
 log = structlog.get_logger("pager_actors.registry")
 
 
+@dataclass(frozen=True)
+class Supervision:
+    """Restart and lifetime limits of service actors."""
+
+    max_restarts: int = 3
+    restart_window: float = 60.0
+    backoff_base: float = 0.1
+    backoff_max: float = 5.0
+    quarantine_for: float = 300.0
+    passivate_after: float | None = None
+    max_live: int = 2000
+    jitter: Callable[[], float] = field(default=lambda: random.uniform(0.5, 1.5))
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Deliver `envelope` to the service's actor, creating the actor if needed."""
+    """Deliver `envelope` to the service's actor, starting one if needed."""
 
     service_id: str
     envelope: Envelope
@@ -39,73 +74,274 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Shutdown:
-    """Refuse new work and ask every service actor to stop after its queued messages."""
+    """Refuse new work; ask every service actor to stop after its queued messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time to passivate idle actors."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The store refused a commit of this service: reload it from the store."""
+
+    service_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A scheduled step for one service: 'restart', 'release' (quarantine over) or 'reload'."""
+
+    step: str
+    service_id: str
 
 
 class RegistryActor(pykka.ThreadingActor):
     def __init__(self, cells: dict[str, ServiceCell],
-                 make_runtime: Callable[[pykka.ActorRef[Any]], Runtime]) -> None:
+                 make_runtime: Callable[[pykka.ActorRef[Any]], Runtime],
+                 dispatcher: Dispatcher, supervision: Supervision) -> None:
         super().__init__()
         self._cells = cells
         self._rt = make_runtime(self.actor_ref)
-        # Envelopes that met a closed inbox, waiting for that actor's ServiceStopped.
+        self._dispatcher = dispatcher
+        self._rules = supervision
+        self._live: dict[str, ServiceCell] = {}
+        # Services whose messages wait here (restart backoff, reload, capacity, stopping).
         self._held: dict[str, list[Any]] = {}
+        self._waiting: deque[str] = deque()  # services held for lack of capacity, FIFO
+        self._restarts: dict[str, deque[float]] = {}
+        self._quarantined: dict[str, float] = {}
+        self._reloading: set[str] = set()
         self._closing = False
+
+    # -- messages ------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case Route(service_id, envelope):
                 self._route(service_id, envelope)
             case ServiceStopped():
-                self._restart(message)
+                self._stopped(message)
+                self._admit_waiting()
+            case _Due("restart", service_id):
+                self._activate(service_id, self._held.pop(service_id, []))
+            case _Due("release", service_id):
+                self._release(service_id)
+            case _Due("reload", service_id):
+                self._reloaded(service_id)
+            case Resync(service_id):
+                self._resync(service_id)
+            case Tick():
+                self._passivate_idle()
             case Shutdown():
                 return self._shutdown()
         return None
 
-    def _route(self, service_id: str, envelope: Envelope) -> None:
+    # -- routing -------------------------------------------------------------------
+
+    def _route(self, service_id: str, envelope: Any) -> None:
         if self._closing:
-            fail_envelopes([envelope], self._rt.work)
+            fail_envelopes([envelope], self._rt.work, PagerStoppedError("the pager is stopped"))
+            return
+        if service_id in self._quarantined:
+            self._refuse_quarantined(service_id, [envelope])
+            return
+        if service_id in self._held:
+            self._held[service_id].append(envelope)
+            return
+        cell = self._cells.get(service_id)
+        if cell is not None and cell.inbox is not None:
+            try:
+                cell.inbox.put(envelope)
+            except InboxClosed:  # it is stopping: its ServiceStopped is already queued here
+                self._held[service_id] = [envelope]
+            return
+        self._activate(service_id, [envelope])
+
+    def _activate(self, service_id: str, backlog: list[Any]) -> None:
+        backlog = self._without_dead_letters(backlog)
+        if not backlog:
+            return
+        if len(self._live) >= self._rules.max_live:
+            self._held[service_id] = backlog
+            self._waiting.append(service_id)
+            self._evict_for_room()
             return
         cell = self._cells.get(service_id)
         if cell is None:
-            cell = self._spawn(ServiceCell(MonitoredService(service_id)), [])
-        try:
-            assert cell.inbox is not None
-            cell.inbox.put(envelope)
-        except InboxClosed:
-            self._held.setdefault(service_id, []).append(envelope)
-
-    def _restart(self, stopped: ServiceStopped) -> None:
-        old = stopped.cell
-        backlog = stopped.left + self._held.pop(old.service_id, [])
-        if self._closing or self._cells.get(old.service_id) is not old:
-            fail_envelopes(backlog, self._rt.work)
-            return
-        self._rt.counters.inc("service_restarts")
-        log.warning("service_actor_restarted", service=old.service_id, crashed=stopped.crashed,
-                    requeued=len(backlog), version=old.state.version)
-        self._spawn(ServiceCell(old.state, old.processed), backlog)
-
-    def _spawn(self, cell: ServiceCell, backlog: list[Any]) -> ServiceCell:
+            cell = self._cells[service_id] = ServiceCell(service_id)
         ref = ServiceActor.start(cell, self._rt)
-        cell.ref = ref
-        cell.inbox = ref.actor_inbox  # type: ignore[assignment]
-        assert cell.inbox is not None
-        for envelope in backlog:  # before publishing: nobody else can reach it yet
-            cell.inbox.put(envelope)
-        self._cells[cell.service_id] = cell
-        return cell
+        inbox = ref.actor_inbox
+        for envelope in backlog:  # before publishing the inbox: nobody else can reach it
+            inbox.put(envelope)
+        cell.ref, cell.stopping = ref, False
+        cell.inbox = inbox  # type: ignore[assignment]
+        self._live[service_id] = cell
+
+    def _admit_waiting(self) -> None:
+        while self._waiting and len(self._live) < self._rules.max_live:
+            service_id = self._waiting.popleft()
+            self._activate(service_id, self._held.pop(service_id, []))
+
+    # -- stops, restarts, quarantine ---------------------------------------------
+
+    def _stopped(self, stopped: ServiceStopped) -> None:
+        cell = stopped.cell
+        service_id = cell.service_id
+        self._live.pop(service_id, None)
+        requested = cell.stopping
+        cell.ref, cell.inbox, cell.stopping = None, None, False
+        backlog = stopped.left + self._held.pop(service_id, [])
+        if self._closing:
+            fail_envelopes(backlog, self._rt.work, PagerStoppedError("the pager stopped"))
+        elif service_id in self._reloading:
+            self._held[service_id] = backlog
+            self._rt.committer.barrier(Barrier(service_id, self._reload_due))
+        elif stopped.crash is not None:
+            self._after_crash(service_id, backlog, stopped.crash)
+        else:
+            if not requested:
+                log.warning("service_actor_stopped_from_outside", service=service_id)
+                self._rt.counters.inc("service_restarts")
+            self._activate(service_id, backlog)
+
+    def _after_crash(self, service_id: str, backlog: list[Any], crash: BaseException) -> None:
+        now = time.monotonic()
+        recent = self._restarts.setdefault(service_id, deque())
+        while recent and now - recent[0] > self._rules.restart_window:
+            recent.popleft()
+        if len(recent) >= self._rules.max_restarts:
+            self._quarantine(service_id, backlog, crash)
+            return
+        delay = min(self._rules.backoff_base * 2 ** len(recent), self._rules.backoff_max)
+        delay *= self._rules.jitter()
+        recent.append(now)
+        self._rt.counters.inc("service_restarts")
+        log.warning("service_actor_restarting", service=service_id, error=repr(crash),
+                    attempt=len(recent), delay_s=round(delay, 3), requeued=len(backlog))
+        self._held[service_id] = backlog
+        self._later(delay, _Due("restart", service_id))
+
+    def _quarantine(self, service_id: str, backlog: list[Any], crash: BaseException) -> None:
+        self._quarantined[service_id] = time.monotonic() + self._rules.quarantine_for
+        self._rt.counters.inc("services_quarantined")
+        log.critical("service_quarantined", service=service_id, error=repr(crash),
+                     restarts=self._rules.max_restarts, window_s=self._rules.restart_window,
+                     quarantine_s=self._rules.quarantine_for, refused=len(backlog))
+        self._refuse_quarantined(service_id, self._without_dead_letters(backlog))
+        self._later(self._rules.quarantine_for, _Due("release", service_id))
+
+    def _refuse_quarantined(self, service_id: str, envelopes: list[Any]) -> None:
+        fail_envelopes(envelopes, self._rt.work, ServiceQuarantinedError(
+            f"service {service_id!r} is quarantined after {self._rules.max_restarts} crashes "
+            f"in {self._rules.restart_window:.0f} s; commands are refused until it is released"))
+
+    def _release(self, service_id: str) -> None:
+        """Quarantine over: a fresh restart budget, and its ack timeout armed again."""
+        self._quarantined.pop(service_id, None)
+        self._restarts.pop(service_id, None)
+        log.warning("service_released", service=service_id)
+        cell = self._cells.get(service_id)
+        incident = cell.state.incident if cell is not None and cell.state is not None else None
+        if incident is not None and incident.armed_token and incident.ack_deadline:
+            remaining = max(incident.ack_deadline - datetime.now(UTC), timedelta(0))
+            self._dispatcher.dispatch((ArmAckTimeout(service_id, incident.armed_token, remaining,
+                                                     incident.ack_deadline),))
+
+    def _without_dead_letters(self, envelopes: list[Any]) -> list[Any]:
+        kept = []
+        for envelope in envelopes:
+            letter = envelope.message
+            if isinstance(letter, Letter) and letter.crashes >= 2:
+                self._rt.counters.inc("dead_letters")
+                log.error("dead_letter", command=repr(letter.command), crashes=letter.crashes)
+                letter.future.fail(DeadLetterError(
+                    f"{letter.command!r} crashed its service actor {letter.crashes} times "
+                    "and was dropped"))
+                self._rt.work.end()
+            else:
+                kept.append(envelope)
+        return kept
+
+    # -- resync after a refused commit ---------------------------------------------
+
+    def _resync(self, service_id: str) -> None:
+        if service_id in self._reloading or self._closing:
+            return
+        self._reloading.add(service_id)
+        self._held.setdefault(service_id, [])
+        cell = self._live.get(service_id)
+        if cell is not None:
+            self._stop_actor(cell)  # its ServiceStopped sends the barrier
+        else:
+            self._rt.committer.barrier(Barrier(service_id, self._reload_due))
+
+    def _reload_due(self, service_id: str) -> None:
+        """From the store writer, once every commit queued before the barrier is settled."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_Due("reload", service_id))
+
+    def _reloaded(self, service_id: str) -> None:
+        self._reloading.discard(service_id)
+        cell = self._cells.get(service_id)
+        if cell is not None:
+            cell.state = None  # the next actor loads the committed state
+        log.warning("service_reloaded_from_store", service=service_id)
+        self._activate(service_id, self._held.pop(service_id, []))
+
+    # -- passivation -----------------------------------------------------------
+
+    def _passivate_idle(self) -> None:
+        if self._rules.passivate_after is None:
+            return
+        cutoff = time.monotonic() - self._rules.passivate_after
+        for cell in list(self._live.values()):
+            if not cell.stopping and cell.last_active < cutoff:
+                self._stop_actor(cell)
+                self._rt.counters.inc("passivations")
+
+    def _evict_for_room(self) -> None:
+        """Stop the least recently active tenth of the live actors (not already stopping)."""
+        stopping = sum(1 for c in self._live.values() if c.stopping)
+        if stopping >= len(self._waiting):
+            return
+        idle = sorted((c for c in self._live.values() if not c.stopping),
+                      key=lambda c: c.last_active)
+        for cell in idle[:max(1, self._rules.max_live // 10)]:
+            self._stop_actor(cell)
+            self._rt.counters.inc("evictions")
+
+    def _stop_actor(self, cell: ServiceCell) -> None:
+        cell.stopping = True
+        assert cell.ref is not None
+        # Already stopping on its own? Then its ServiceStopped is on the way.
+        with contextlib.suppress(InboxClosed, pykka.ActorDeadError):
+            cell.ref.stop(block=False)
+
+    # -- shutdown ------------------------------------------------------------------
 
     def _shutdown(self) -> list[pykka.Future[Any]]:
         self._closing = True
         for held in self._held.values():
-            fail_envelopes(held, self._rt.work)
+            fail_envelopes(held, self._rt.work, PagerStoppedError("the pager stopped"))
         self._held.clear()
         stops = []
-        for cell in self._cells.values():
+        for cell in list(self._live.values()):
+            cell.stopping = True
             assert cell.ref is not None
             try:
                 stops.append(cell.ref.stop(block=False))
             except (InboxClosed, pykka.ActorDeadError):
                 continue
         return stops
+
+    def _later(self, delay: float, message: Any) -> None:
+        def deliver() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.actor_ref.tell(message)
+
+        timer = threading.Timer(delay, deliver)
+        timer.daemon = True
+        timer.start()
+

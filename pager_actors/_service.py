@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Any
 import pykka
 import structlog
 
-from pager_actors._adapter_actors import Dispatcher
+from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import ServiceInbox
@@ -28,7 +29,7 @@ from pager_actors.domain import (
     decide,
 )
 from pager_actors.errors import PagerStoppedError
-from pager_actors.ports import PolicyRepository
+from pager_actors.ports import PolicyRepository, StateStore, Transition
 
 log = structlog.get_logger("pager_actors.service")
 
@@ -38,6 +39,26 @@ class GetStatus:
 
 
 STATUS = GetStatus()
+
+
+class Letter:
+    """A command on its way to a service actor, with the future to resolve.
+
+    `crashes` counts the actors this letter crashed: at two it is dead-lettered.
+    `handled` is set once its result went to the committer: from then on the
+    letter is never processed again, even if its actor dies.
+    """
+
+    __slots__ = ("command", "crashes", "future", "handled")
+
+    def __init__(self, command: Command | GetStatus, future: CommandFuture[Any]) -> None:
+        self.command = command
+        self.future = future
+        self.crashes = 0
+        self.handled = False
+
+    def __repr__(self) -> str:
+        return f"Letter({self.command!r}, crashes={self.crashes})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +86,8 @@ class Runtime:
     """What every service actor shares."""
 
     policies: PolicyRepository
-    dispatcher: Dispatcher
+    store: StateStore
+    committer: Committer
     work: WorkTracker
     counters: Counters
     clock: Callable[[], datetime]
@@ -74,20 +96,23 @@ class Runtime:
 
 
 class ServiceCell:
-    """One incarnation of a service actor, as the registry's routing table holds it.
+    """A service's entry in the registry's routing table; it outlives its actors.
 
-    The actor writes `state` after every transition; it is what the registry
-    restarts the service from if the actor dies.
+    `state` is the last state the service's actor decided (None until loaded
+    from the store); every such state is committed, or queued for commit in
+    order, before its effects happen. `inbox` is None while no actor runs.
     """
 
-    __slots__ = ("inbox", "processed", "ref", "service_id", "state")
+    __slots__ = ("inbox", "last_active", "processed", "ref", "service_id", "state", "stopping")
 
-    def __init__(self, state: MonitoredService, processed: int = 0) -> None:
-        self.service_id = state.service_id
+    def __init__(self, service_id: str, state: MonitoredService | None = None) -> None:
+        self.service_id = service_id
         self.state = state
-        self.processed = processed
+        self.processed = 0
         self.ref: pykka.ActorRef[Any] | None = None
         self.inbox: ServiceInbox | None = None
+        self.last_active = time.monotonic()
+        self.stopping = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +121,7 @@ class ServiceStopped:
 
     cell: ServiceCell
     left: list[Any]
-    crashed: bool
+    crash: BaseException | None
 
 
 class ServiceActor(pykka.ThreadingActor):
@@ -110,36 +135,54 @@ class ServiceActor(pykka.ThreadingActor):
         self._rt = runtime
         self._log = log.bind(service=cell.service_id)
         self._log_each = info_enabled(self._log)
+        self._current: Letter | None = None
 
-    def on_receive(self, message: tuple[Command | GetStatus, CommandFuture[Any]]) -> None:
-        command, future = message
-        settled = False  # _apply ends the command's work as it queues the effects
+    def on_start(self) -> None:
+        if self._cell.state is not None:
+            return
         try:
-            if command is STATUS:
-                future.set(self._cell.state.status())
-            else:
-                outcome = self._apply(command)  # type: ignore[arg-type]
-                settled = True
-                future.set(outcome)
-        except UnknownServiceError as error:
-            future.fail(error)
-        except Exception:
-            future.set_exception()
-            raise  # the actor dies; the registry restarts it from its last state
-        finally:
-            if not settled:
-                self._rt.work.end()
+            stored = self._rt.store.load(self._cell.service_id)
+        except Exception as error:
+            self._log.error("service_load_failed", error=repr(error))
+            self._hand_over(error)
+            raise
+        self._cell.state = stored or MonitoredService(self._cell.service_id)
 
-    def _apply(self, command: Command) -> Outcome:
+    def on_receive(self, letter: Letter) -> None:
+        self._current = letter
+        self._cell.last_active = time.monotonic()
+        try:
+            if letter.command is STATUS:
+                status = self._cell.state.status()  # type: ignore[union-attr]
+                letter.handled = True
+                self._rt.committer.submit(Commit(self._cell.service_id, None, (), letter.future,
+                                                 status))
+            else:
+                self._apply(letter)
+        except UnknownServiceError as error:
+            letter.handled = True
+            letter.future.fail(error)
+            self._rt.work.end()
+        self._current = None
+
+    def _apply(self, letter: Letter) -> None:
         cell, rt = self._cell, self._rt
+        state = cell.state
+        assert state is not None
         policy = rt.policies.get(cell.service_id)
-        decision = decide(cell.state, command, policy, now=rt.clock(), ack_timeout=rt.ack_timeout)
+        decision = decide(state, letter.command, policy,  # type: ignore[arg-type]
+                          now=rt.clock(), ack_timeout=rt.ack_timeout)
+        changed = decision.service is not state
+        outcome = Outcome(cell.service_id, cell.processed + 1, decision.event, decision.reason,
+                          decision.service, decision.effects)
+        transition = Transition(state.version, decision.service, decision.effects) if changed \
+            else None
+        commit = Commit(cell.service_id, transition, decision.effects, letter.future, outcome)
+        rt.committer.submit(commit)  # an inline commit that fails raises: state stays as it was
+        letter.handled = True
         cell.state = decision.service
         cell.processed += 1
-        rt.dispatcher.dispatch(decision.effects, settled=1)
         self._record(decision)
-        return Outcome(cell.service_id, cell.processed, decision.event, decision.reason,
-                       decision.service, decision.effects)
 
     def _record(self, decision: Decision) -> None:
         if decision.event == "ignored":
@@ -155,32 +198,50 @@ class ServiceActor(pykka.ThreadingActor):
                        notified=notified)
 
     def on_stop(self) -> None:
-        self._hand_over(crashed=False)
+        self._hand_over(None)
 
     def on_failure(self, exception_type: type[BaseException] | None,
                    exception_value: BaseException | None,
                    traceback: TracebackType | None) -> None:
-        self._log.error("service_actor_crashed", error=repr(exception_value))
-        self._hand_over(crashed=True)
+        self._log.error("service_actor_crashed", error=repr(exception_value),
+                        command=repr(self._current))
+        self._hand_over(exception_value or RuntimeError("unknown failure"))
 
-    def _hand_over(self, *, crashed: bool) -> None:
+    def _hand_over(self, crash: BaseException | None) -> None:
+        """Close the inbox; give the registry what is left, the crashing letter first."""
+        letter = self._current
+        first: list[Any] = []
+        if crash is not None and letter is not None and not letter.handled:
+            letter.crashes += 1
+            first = [_Requeued(letter)]
         inbox = self.actor_inbox
         assert isinstance(inbox, ServiceInbox)
-        inbox.close(lambda left: self._tell_registry(ServiceStopped(self._cell, left, crashed)))
+        inbox.close(lambda left: self._tell_registry(ServiceStopped(self._cell, first + left,
+                                                                    crash)))
 
     def _tell_registry(self, stopped: ServiceStopped) -> None:
         try:
             self._rt.registry.tell(stopped)
         except pykka.ActorDeadError:
-            fail_envelopes(stopped.left, self._rt.work)
+            fail_envelopes(stopped.left, self._rt.work, PagerStoppedError(
+                "the pager stopped before this command ran"))
 
 
-def fail_envelopes(envelopes: list[Any], work: WorkTracker) -> None:
-    """Resolve queued commands with PagerStoppedError: the pager is shutting down."""
+class _Requeued:
+    """An envelope for a letter that crashed its actor and goes round once more."""
+
+    __slots__ = ("message", "reply_to")
+
+    def __init__(self, letter: Letter) -> None:
+        self.message = letter
+        self.reply_to = None
+
+
+def fail_envelopes(envelopes: list[Any], work: WorkTracker, error: BaseException) -> None:
+    """Resolve queued commands with `error`; answer pykka's own stop requests."""
     for envelope in envelopes:
-        if envelope.reply_to is not None:  # pykka's own stop request
+        if envelope.reply_to is not None:
             envelope.reply_to.set(None)
             continue
-        _, future = envelope.message
-        future.fail(PagerStoppedError("the pager stopped before this command ran"))
+        envelope.message.future.fail(error)
         work.end()

@@ -11,3 +11,11 @@ class PagerStoppedError(PagerError):
 
 class PagerOverloadedError(PagerError):
     """This caller's earlier commands stayed unsettled too long; the new one was not accepted."""
+
+
+class ServiceQuarantinedError(PagerError):
+    """The service's actor crashed too often; its commands are refused for a while."""
+
+
+class DeadLetterError(PagerError):
+    """The command crashed its service actor twice and was dropped (it is logged)."""

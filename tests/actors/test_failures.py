@@ -16,6 +16,7 @@ from pager_actors import (
     Level,
     Pager,
     PagerStoppedError,
+    ServiceStatus,
     SmsTarget,
 )
 from tests.conftest import ONCALL_MAIL, ONCALL_SMS
@@ -88,8 +89,8 @@ def test_hanging_port_blocks_neither_services_nor_callers(policies, sms, timer):
     assert len(mail.sent) == 2
 
 
-def test_crashed_service_actor_restarts_from_last_state(policies, pager, sms):
-    """A repository error kills the actor; the next command finds it restarted with its state."""
+def test_crashed_service_actor_restarts_and_retries_the_command(policies, pager, sms):
+    """A repository error kills the actor; the restarted actor retries it with the state intact."""
     pager.alert("checkout", "down").get(timeout=5)
     real_get = policies.get
     broken = threading.Event()
@@ -101,10 +102,8 @@ def test_crashed_service_actor_restarts_from_last_state(policies, pager, sms):
         return real_get(service_id)
 
     policies.get = get_once_broken
-    with pytest.raises(RuntimeError, match="unreachable"):
-        pager.acknowledge("checkout").get(timeout=5)
     assert pager.acknowledge("checkout").get(timeout=5).event == "acknowledged"
-    assert pager.status("checkout").level == 1
+    assert pager.status("checkout") == ServiceStatus(Health.UNHEALTHY, 1, True, "down")
     assert pager.stats()["service_restarts"] == 1
 
 
@@ -122,14 +121,12 @@ def test_messages_queued_behind_a_crash_are_not_lost(policies, pager, sms):
         return real_get(service_id)
 
     policies.get = slow_then_broken
-    crashing = pager.ack_timeout("checkout")
-    queued = [pager.ack_timeout("checkout"), pager.acknowledge("checkout")]
+    futures = [pager.ack_timeout("checkout"), pager.ack_timeout("checkout"),
+               pager.acknowledge("checkout")]
     gate.set()
-    with pytest.raises(RuntimeError):
-        crashing.get(timeout=5)
-    escalated, acked = (f.get(timeout=5) for f in queued)
-    assert escalated.event == "escalated" and acked.event == "acknowledged"
-    assert escalated.seq < acked.seq
+    outcomes = [f.get(timeout=5) for f in futures]
+    assert [o.event for o in outcomes] == ["escalated", "escalation_exhausted", "acknowledged"]
+    assert [o.seq for o in outcomes] == [2, 3, 4]
 
 
 def test_stopped_service_actor_is_restarted_by_the_registry(pager):
