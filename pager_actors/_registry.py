@@ -183,6 +183,8 @@ class RegistryActor(pykka.ThreadingActor):
         while self._waiting and len(self._live) < self._rules.max_live:
             service_id = self._waiting.popleft()
             self._activate(service_id, self._held.pop(service_id, []))
+        if self._waiting:  # a re-activation took the room: make more
+            self._evict_for_room()
 
     # -- stops, restarts, quarantine ---------------------------------------------
 

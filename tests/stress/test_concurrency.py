@@ -16,6 +16,7 @@ from adapters.memory import (
     RecordingMailSender,
     RecordingSmsSender,
 )
+from adapters.sqlite import SqliteStore
 from pager_actors import EscalationPolicy, Level, Pager, SmsTarget
 from tests.conftest import two_level_policy
 from tests.stress.conftest import pages, run_threads
@@ -24,10 +25,20 @@ from tests.stress.model import ModelService
 pytestmark = pytest.mark.stress
 
 
-def start(policies) -> tuple[Pager, RecordingMailSender, RecordingSmsSender, ManualTimer]:
+def start(policies, **options) -> tuple[Pager, RecordingMailSender, RecordingSmsSender,
+                                        ManualTimer]:
     mail, sms, timer = RecordingMailSender(), RecordingSmsSender(), ManualTimer()
-    pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer)
+    pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer, **options)
     return pager, mail, sms, timer
+
+
+# The random mix runs on every engine configuration whose hand-over paths differ.
+CONFIGURATIONS = {
+    "memory": lambda tmp: {},
+    "sqlite-group-commit": lambda tmp: {"store": SqliteStore(tmp / "stress.db")},
+    "passivating-and-capped": lambda tmp: {"passivate_after": timedelta(milliseconds=1),
+                                           "max_live_services": 16},
+}
 
 
 def from_threads(count: int, command) -> list:
@@ -100,13 +111,14 @@ def test_acks_racing_timeouts_never_page_a_level_twice():
     pager.stop()
 
 
-def test_random_mix_from_16_threads_matches_the_sequential_model():
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_random_mix_from_16_threads_matches_the_sequential_model(configuration, tmp_path):
     """16 threads of random alert/ack/healthy/timeout over 200 services agree with a model."""
     seed = int(os.environ.get("PAGER_STRESS_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     services = [f"svc-{i}" for i in range(200)]
     policies = InMemoryPolicyRepository([two_level_policy(s) for s in services])
-    pager, mail, sms, timer = start(policies)
+    pager, mail, sms, timer = start(policies, **CONFIGURATIONS[configuration](tmp_path))
     plans = [[(rng.choice(services), rng.choice(["alert", "ack", "healthy", "timeout", "timeout"]),
                rng.random()) for _ in range(400)] for _ in range(16)]
     results: list[tuple[str, str, str | None, object]] = []
