@@ -10,7 +10,7 @@ import pytest
 from adapters.memory import InMemoryStore, ManualTimer, RecordingMailSender, RecordingSmsSender
 from adapters.sqlite import SqliteStore
 from pager_actors import EscalationPolicy, Health, Level, Pager, ServiceStatus, SmsTarget
-from tests.conftest import BACKUP_SMS, ONCALL_SMS
+from tests.conftest import BACKUP_SMS, ONCALL_SMS, two_level_policy
 
 T = timedelta(minutes=15)
 
@@ -170,7 +170,6 @@ def test_in_memory_store_recovers_within_one_process(policies):
 
 def test_group_commit_writes_many_services_per_transaction(policies, db_path):
     """Concurrent alerts over 200 services all commit, in fewer transactions than commands."""
-    from tests.conftest import two_level_policy
     for i in range(200):
         policies.put(two_level_policy(f"svc-{i}"))
     store = SqliteStore(db_path)

@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pykka
 import pytest
 from structlog.testing import capture_logs
 
@@ -58,9 +59,8 @@ def start(repo, supervision=FAST, **kwargs):
 def test_command_that_crashes_twice_is_dead_lettered_and_logged():
     """A poison command is retried once, then dropped with a DeadLetterError and a log line."""
     pager, *_ = start(RepoFailingFor("broken", failures=2))
-    with capture_logs() as logs:
-        with pytest.raises(DeadLetterError, match="RaiseAlert"):
-            pager.alert("broken", "boom").get(timeout=5)
+    with capture_logs() as logs, pytest.raises(DeadLetterError, match="RaiseAlert"):
+        pager.alert("broken", "boom").get(timeout=5)
     [dead] = [e for e in logs if e["event"] == "dead_letter"]
     assert "boom" in dead["command"] and dead["log_level"] == "error"
     assert pager.stats()["dead_letters"] == 1
@@ -142,7 +142,6 @@ def test_crashed_adapter_actor_is_restarted_without_losing_pages(policies):
 
 def test_externally_stopped_actor_comes_back_without_quarantine(pager):
     """Stopping a service actor from outside is not a crash: it restarts, no budget used."""
-    import pykka
     for _ in range(5):
         pager.alert("checkout", "down").get(timeout=5)
         [ref] = [r for r in pykka.ActorRegistry.get_all() if "ServiceActor" in str(r)]
