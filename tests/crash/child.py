@@ -100,10 +100,14 @@ def main() -> None:
             while True:
                 s = rng.choice(SERVICES)
                 kind = rng.choice(["alert", "alert", "timeout", "timeout", "ack", "healthy"])
-                future = {"alert": lambda: pager.alert(s, f"storm {index}"),
-                          "timeout": lambda: pager.ack_timeout(s),
-                          "ack": lambda: pager.acknowledge(s),
-                          "healthy": lambda: pager.healthy(s)}[kind]()
+                if kind == "alert":
+                    future = pager.alert(s, f"storm {index}")
+                elif kind == "timeout":
+                    future = pager.ack_timeout(s)
+                elif kind == "ack":
+                    future = pager.acknowledge(s)
+                else:
+                    future = pager.healthy(s)
                 record(s, future)
 
         for i in range(4):

@@ -152,7 +152,7 @@ def test_scripted_incidents_survive_kill_9(tmp_path):
     assert set(outbox.values()) == {"delivered"}, "the child flushed before READY"
     expected_armed = {s for i, s in enumerate(SERVICES) if i % 5 != 0}
     assert set(armed) == expected_armed
-    pager, store, _, _, timer = recover(child.db)
+    pager, store, *_ = recover(child.db)
     try:
         for i, s in enumerate(SERVICES):
             level = 2 if i % 3 >= 1 else 1
