@@ -26,6 +26,7 @@ run: install
 
 bench: install
 	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_durability.py
 
 image:
 	docker build -t pager-actors .
