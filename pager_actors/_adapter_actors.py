@@ -9,7 +9,9 @@ itself crashes, the Dispatcher starts a new one with the effects still queued.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
@@ -20,21 +22,63 @@ from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import ArmAckTimeout, Effect, EmailTarget, Notify, SmsTarget, mask_target
-from pager_actors.ports import DeliveryResult, MailSender, SmsSender, Timer
+from pager_actors.ports import (
+    DeliveryResult,
+    MailSender,
+    SmsSender,
+    Timer,
+    TransientDeliveryError,
+)
+from pager_actors.scheduler import Scheduler
 
 log = structlog.get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a transient delivery failure is retried: `attempts` in all, backoff doubling."""
+
+    attempts: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    jitter: Callable[[], float] = field(default=lambda: random.uniform(0.5, 1.5))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * self.jitter())
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An effect's next attempt, after a transient failure."""
+
+    effect: Effect
+    attempt: int
+
+
 class ChannelCounts:
     """Deliveries of one channel. Only its adapter actor writes it, so it needs no lock."""
 
-    __slots__ = ("failed", "succeeded")
+    __slots__ = ("failed", "retried", "succeeded")
 
     def __init__(self) -> None:
         self.succeeded = 0
         self.failed = 0
+        self.retried = 0
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What an adapter actor is connected to."""
+
+    work: WorkTracker
+    counts: ChannelCounts
+    settle: Settle | None  # reports delivery results to the outbox
+    on_crash: Callable[[str, list[Any]], None]  # starts a replacement with the leftovers
+    retry_later: Callable[[float, Retry], bool]
+    retry: RetryPolicy
 
 
 class _PortActor(pykka.ThreadingActor):
@@ -45,27 +89,37 @@ class _PortActor(pykka.ThreadingActor):
     def _create_actor_inbox() -> ServiceInbox:
         return ServiceInbox()
 
-    def __init__(self, work: WorkTracker, counts: ChannelCounts, settle: Settle | None,
-                 on_crash: Callable[[str, list[Any]], None]) -> None:
+    def __init__(self, wiring: Wiring) -> None:
         super().__init__()
-        self._work = work
-        self._counts = counts
-        self._settle = settle
-        self._on_crash = on_crash
+        self._work = wiring.work
+        self._counts = wiring.counts
+        self._settle = wiring.settle
+        self._on_crash = wiring.on_crash
+        self._retry_later = wiring.retry_later
+        self._retry = wiring.retry
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
         self._current: Any = None  # the effect being handled, until its port was called
 
-    def on_receive(self, effect: Any) -> None:
-        self._current = effect
+    def on_receive(self, message: Any) -> None:
+        self._current = message
+        effect, attempt = ((message.effect, message.attempt) if isinstance(message, Retry)
+                           else (message, 1))
         error: str | None = None
         try:
             self._call(effect)
-        except Exception as failure:
-            error = repr(failure)
+        except TransientDeliveryError as failure:
+            if attempt < self._retry.attempts and self._schedule_retry(effect, attempt, failure):
+                self._current = None
+                return  # still pending work: the retry ends it
+            error = str(failure)
+        except Exception as failure:  # a port failure is reported, never fatal
+            error = str(failure) or repr(failure)
+        if error is not None:
             self._counts.failed += 1
-            self._log.warning(f"{self.channel}_failed", error=error, **_describe(effect))
+            self._log.warning(f"{self.channel}_failed", error=error, attempts=attempt,
+                              **_describe(effect))
         else:
             self._counts.succeeded += 1
             if self._log_each:
@@ -78,6 +132,15 @@ class _PortActor(pykka.ThreadingActor):
 
     def _call(self, effect: Any) -> None:
         raise NotImplementedError
+
+    def _schedule_retry(self, effect: Effect, attempt: int, failure: Exception) -> bool:
+        delay = self._retry.delay(attempt)
+        if not self._retry_later(delay, Retry(effect, attempt + 1)):
+            return False  # stopping: the outbox row stays pending for the next start
+        self._counts.retried += 1
+        self._log.warning(f"{self.channel}_retrying", error=str(failure), attempt=attempt,
+                          delay_s=round(delay, 3), **_describe(effect))
+        return True
 
     def on_failure(self, *exc_info: Any) -> None:
         self._log.error(f"{self.channel}_actor_crashed", error=repr(exc_info[1]))
@@ -94,17 +157,18 @@ class _PortActor(pykka.ThreadingActor):
     def _drop(self, left: list[Any]) -> None:
         """Effects queued after the stop request: logged; their outbox rows stay pending."""
         for envelope in left:
-            if isinstance(envelope.message, Notify | ArmAckTimeout):
-                self._log.error("effect_dropped", reason="pager stopped",
-                                **_describe(envelope.message))
+            message = envelope.message
+            effect = message.effect if isinstance(message, Retry) else message
+            if isinstance(effect, Notify | ArmAckTimeout):
+                self._log.error("effect_dropped", reason="pager stopped", **_describe(effect))
                 self._work.end()
 
 
 class MailActor(_PortActor):
     channel = "mail"
 
-    def __init__(self, port: MailSender, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, port: MailSender, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._port = port
 
     def _call(self, effect: Notify) -> None:
@@ -115,8 +179,8 @@ class MailActor(_PortActor):
 class SmsActor(_PortActor):
     channel = "sms"
 
-    def __init__(self, port: SmsSender, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, port: SmsSender, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._port = port
 
     def _call(self, effect: Notify) -> None:
@@ -128,12 +192,18 @@ class TimerActor(_PortActor):
     channel = "timer"
     done = "armed"
 
-    def __init__(self, port: Timer, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, port: Timer, wiring: Wiring) -> None:
+        super().__init__(wiring)
         self._port = port
 
     def _call(self, effect: ArmAckTimeout) -> None:
         self._port.set_timeout(effect.service_id, effect.delay, effect.token)
+
+
+def _channel(effect: Effect) -> str:
+    if isinstance(effect, ArmAckTimeout):
+        return "timer"
+    return "mail" if isinstance(effect.target, EmailTarget) else "sms"
 
 
 def _describe(effect: Effect) -> dict[str, object]:
@@ -153,9 +223,12 @@ class Dispatcher:
 
     CHANNELS = ("mail", "sms", "timer")
 
-    def __init__(self, work: WorkTracker, counters: Counters) -> None:
+    def __init__(self, work: WorkTracker, counters: Counters, scheduler: Scheduler,
+                 retry: RetryPolicy) -> None:
         self._work = work
         self._counters = counters
+        self._scheduler = scheduler
+        self._retry = retry
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
         self._inboxes: dict[str, ServiceInbox] = {}
         self._factories: dict[str, Callable[[], pykka.ActorRef[Any]]] = {}
@@ -169,7 +242,8 @@ class Dispatcher:
         for channel, (actor, port) in ports.items():
             def factory(actor: type[_PortActor] = actor, port: Any = port,
                         channel: str = channel) -> pykka.ActorRef[Any]:
-                return actor.start(port, self._work, self.counts[channel], settle, self._replace)
+                return actor.start(port, Wiring(self._work, self.counts[channel], settle,
+                                                self._replace, self._retry_later, self._retry))
             self._factories[channel] = factory
             self._spawn(channel, [])
 
@@ -188,25 +262,32 @@ class Dispatcher:
         log.error("adapter_actor_restarted", channel=channel, requeued=len(backlog))
         self._spawn(channel, backlog)
 
+    def _retry_later(self, delay: float, retry: Retry) -> bool:
+        """Queue `retry` on its channel after `delay` s; False if the pager is stopping."""
+        channel = _channel(retry.effect)
+        try:
+            self._scheduler.call_later(delay, lambda: self._put(channel, retry))
+        except RuntimeError:
+            return False
+        return True
+
+    def queue_depths(self) -> dict[str, int]:
+        return {channel: inbox.qsize() for channel, inbox in self._inboxes.items()}
+
     def dispatch(self, effects: tuple[Effect, ...], settled: int = 0) -> None:
         """Queue `effects`; `settled` units of work end at the same time (one lock, not two)."""
         self._work.add(len(effects) - settled)
         for effect in effects:
-            if isinstance(effect, ArmAckTimeout):
-                channel = "timer"
-            elif isinstance(effect.target, EmailTarget):
-                channel = "mail"
-            else:
-                channel = "sms"
-            self._put(channel, effect)
+            self._put(_channel(effect), effect)
 
-    def _put(self, channel: str, effect: Effect) -> None:
+    def _put(self, channel: str, message: Effect | Retry) -> None:
         for _ in range(2):  # a crashed actor's replacement is published before InboxClosed
             try:
-                self._inboxes[channel].put(Envelope(effect))
+                self._inboxes[channel].put(Envelope(message))
                 return
             except InboxClosed:
                 continue
+        effect = message.effect if isinstance(message, Retry) else message
         # Only once the pager is stopping: adapters stop after every service.
         self._work.end()
         self._counters.inc("effects_dropped")

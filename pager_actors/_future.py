@@ -34,12 +34,12 @@ class CommandFuture(pykka.Future[T]):
         return self._settled
 
     def get(self, *, timeout: float | None = None) -> T:
-        if self._get_hook is not None:
-            return super().get(timeout=timeout)
-        if not self._settled:
+        if self._get_hook is None and not self._settled:
             if not self._ready.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
                 raise pykka.Timeout(f"{timeout} seconds")
             self._ready.release()
+        if self._get_hook is not None:  # set before or while we waited
+            return super().get(timeout=timeout)
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[no-any-return]
@@ -51,6 +51,13 @@ class CommandFuture(pykka.Future[T]):
         error = (exc_info or sys.exc_info())[1]
         assert error is not None, "set_exception() outside an except block"
         self._settle(None, error)
+
+    def set_get_hook(self, func: Any) -> None:
+        """As pykka's: refused once resolved; wakes any thread already waiting in get()."""
+        if self._settled or self._get_hook is not None:
+            raise queue.Full("future already resolved")
+        super().set_get_hook(func)
+        self._ready.release()
 
     def fail(self, error: BaseException) -> None:
         """Resolve with `error`; `get()` raises it."""

@@ -12,7 +12,7 @@ from typing import Any
 import pykka
 import structlog
 
-from pager_actors._adapter_actors import Dispatcher
+from pager_actors._adapter_actors import Dispatcher, RetryPolicy
 from pager_actors._commit import (
     Committer,
     GroupCommitter,
@@ -46,6 +46,7 @@ from pager_actors.ports import (
     TimeoutSource,
     Timer,
 )
+from pager_actors.scheduler import Scheduler
 
 log = structlog.get_logger("pager_actors")
 
@@ -71,8 +72,10 @@ class Pager:
     def __init__(self, *, policies: PolicyRepository, store: StateStore,
                  registry: pykka.ActorRef[Any], writer: pykka.ActorRef[Any] | None,
                  cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
-                 counters: Counters, max_in_flight: int, overload_timeout: float) -> None:
+                 counters: Counters, scheduler: Scheduler, max_in_flight: int,
+                 overload_timeout: float) -> None:
         self._policies = policies
+        self._scheduler = scheduler
         self._store = store
         self._registry = registry
         self._writer = writer
@@ -100,6 +103,7 @@ class Pager:
         passivate_after: timedelta | None = None,
         max_live_services: int = 2000,
         supervision: Supervision | None = None,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = _utc_now,
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
@@ -120,7 +124,8 @@ class Pager:
                                "passivate_after": passivate_after.total_seconds()
                                if passivate_after else rules.passivate_after})
         work, counters = WorkTracker(), Counters()
-        dispatcher = Dispatcher(work, counters)
+        scheduler = Scheduler()
+        dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy())
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer
@@ -136,16 +141,17 @@ class Pager:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
                            registry)
 
-        registry = RegistryActor.start(cells, runtime, dispatcher, rules)
+        registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
         pager = cls(policies=policies, store=store, registry=registry, writer=writer,
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
-                    max_in_flight=max_in_flight, overload_timeout=overload_timeout)
+                    scheduler=scheduler, max_in_flight=max_in_flight,
+                    overload_timeout=overload_timeout)
         pager._recover(clock())
         if rules.passivate_after is not None:
             pager._ticker = _Ticker(registry, min(rules.passivate_after / 4, 1.0))
         if isinstance(timer, TimeoutSource):
-            timer.attach(pager.ack_timeout)
+            timer.attach(pager.deliver_timeout)
         log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds(),
                  store=type(store).__name__)
         return pager
@@ -181,6 +187,14 @@ class Pager:
         """The timeout armed with `token` fired (None: whichever is armed now)."""
         return self._submit(service_id, ExpireAckTimeout(token))
 
+    def deliver_timeout(self, service_id: str, token: str) -> CommandFuture[Outcome]:
+        """What a timer calls: like `ack_timeout`, but never slowed down by backpressure.
+
+        A timer thread serves every service; making it wait for its own
+        earlier timeouts would delay all of them.
+        """
+        return self._submit(service_id, ExpireAckTimeout(token), admit=False)
+
     def status(self, service_id: str, timeout: float = 5.0) -> ServiceStatus:
         """The service's last committed status.
 
@@ -188,9 +202,9 @@ class Pager:
         store, without starting an actor.
         """
         cell = self._cells.get(service_id)
+        if self._policies.get(service_id) is None:
+            raise UnknownServiceError(service_id)
         if (cell is None or cell.inbox is None) and not self._stopping:
-            if self._policies.get(service_id) is None:
-                raise UnknownServiceError(service_id)
             if cell is None:
                 stored = self._store.load(service_id)
                 return stored.status() if stored is not None else _HEALTHY
@@ -241,6 +255,7 @@ class Pager:
             except pykka.Timeout:
                 log.error("pager_stop_timeout", phase=str(ref))
         self._dispatcher.stop(timeout=left())
+        self._scheduler.close()
         log.info("pager_stopped")
 
     # -- introspection --------------------------------------------------------
@@ -259,14 +274,16 @@ class Pager:
 
     # -- routing --------------------------------------------------------------
 
-    def _submit(self, service_id: str, command: Command | GetStatus) -> CommandFuture[Any]:
+    def _submit(self, service_id: str, command: Command | GetStatus,
+                admit: bool = True) -> CommandFuture[Any]:
         if self._stopping:
             return failed(PagerStoppedError("the pager is stopped"))
         future: CommandFuture[Any] = CommandFuture()
-        try:
-            self._admit(future)
-        except PagerOverloadedError as error:
-            return failed(error)
+        if admit and self._max_in_flight:
+            try:
+                self._admit(future)
+            except PagerOverloadedError as error:
+                return failed(error)
         envelope = Envelope(Letter(command, future))
         cell = self._cells.get(service_id)
         if cell is None:
@@ -280,16 +297,32 @@ class Pager:
                 return future
         self._work.begin()
         inbox = cell.inbox if cell is not None else None
-        if inbox is not None:
+        rerouted = self._rerouted()
+        earlier = rerouted.get(service_id)
+        if earlier is not None and earlier.done():
+            del rerouted[service_id]
+            earlier = None
+        if inbox is not None and earlier is None:
             try:
                 inbox.put(envelope)
                 return future
             except InboxClosed:
                 pass  # the actor just stopped: the registry routes this after its backlog
+        # Through the registry. Until it is processed, this thread's next commands for
+        # the service follow the same way, so none can overtake it.
+        rerouted[service_id] = future
         if not _tell(self._registry, Route(service_id, envelope)):
             self._work.end()
             future.fail(PagerStoppedError("the pager is stopped"))
         return future
+
+    def _rerouted(self) -> dict[str, CommandFuture[Any]]:
+        """This thread's commands sent through the registry and not yet processed, by service."""
+        rerouted: dict[str, CommandFuture[Any]] | None = getattr(self._in_flight, "rerouted",
+                                                                 None)
+        if rerouted is None:
+            rerouted = self._in_flight.rerouted = {}
+        return rerouted
 
     def _admit(self, future: CommandFuture[Any]) -> None:
         """Backpressure: wait for this thread's oldest command once `max_in_flight` are unsettled.
@@ -325,7 +358,7 @@ class Pager:
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
     try:
         ref.tell(message)
-    except pykka.ActorDeadError:
+    except (pykka.ActorDeadError, InboxClosed):
         return False
     return True
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +34,7 @@ import structlog
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._commit import Barrier
-from pager_actors._inbox import Envelope, InboxClosed
+from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._service import (
     Letter,
     Runtime,
@@ -46,6 +45,7 @@ from pager_actors._service import (
 )
 from pager_actors.domain import ArmAckTimeout
 from pager_actors.errors import DeadLetterError, PagerStoppedError, ServiceQuarantinedError
+from pager_actors.scheduler import Scheduler
 
 log = structlog.get_logger("pager_actors.registry")
 
@@ -98,13 +98,18 @@ class _Due:
 
 
 class RegistryActor(pykka.ThreadingActor):
+    @staticmethod
+    def _create_actor_inbox() -> ServiceInbox:
+        return ServiceInbox()  # closable: a Route that arrives after the stop is failed, not lost
+
     def __init__(self, cells: dict[str, ServiceCell],
                  make_runtime: Callable[[pykka.ActorRef[Any]], Runtime],
-                 dispatcher: Dispatcher, supervision: Supervision) -> None:
+                 dispatcher: Dispatcher, scheduler: Scheduler, supervision: Supervision) -> None:
         super().__init__()
         self._cells = cells
         self._rt = make_runtime(self.actor_ref)
         self._dispatcher = dispatcher
+        self._scheduler = scheduler
         self._rules = supervision
         self._live: dict[str, ServiceCell] = {}
         # Services whose messages wait here (restart backoff, reload, capacity, stopping).
@@ -118,6 +123,30 @@ class RegistryActor(pykka.ThreadingActor):
     # -- messages ------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        except Exception:
+            # The registry must outlive any bug in one message: log it and carry on.
+            log.exception("registry_error", message=repr(message))
+            return None
+
+    def on_stop(self) -> None:
+        inbox = self.actor_inbox
+        assert isinstance(inbox, ServiceInbox)
+        inbox.close(self._fail_leftovers)
+
+    def _fail_leftovers(self, left: list[Any]) -> None:
+        error = PagerStoppedError("the pager stopped before this command ran")
+        for envelope in left:
+            message = envelope.message
+            if isinstance(message, Route):
+                fail_envelopes([message.envelope], self._rt.work, error)
+            elif isinstance(message, ServiceStopped):
+                fail_envelopes(message.left, self._rt.work, error)
+            elif envelope.reply_to is not None:
+                envelope.reply_to.set(None)
+
+    def _handle(self, message: Any) -> Any:
         match message:
             case Route(service_id, envelope):
                 self._route(service_id, envelope)
@@ -172,12 +201,17 @@ class RegistryActor(pykka.ThreadingActor):
         if cell is None:
             cell = self._cells[service_id] = ServiceCell(service_id)
         ref = ServiceActor.start(cell, self._rt)
-        inbox = ref.actor_inbox
-        for envelope in backlog:  # before publishing the inbox: nobody else can reach it
-            inbox.put(envelope)
         cell.ref, cell.stopping = ref, False
-        cell.inbox = inbox  # type: ignore[assignment]
         self._live[service_id] = cell
+        inbox: ServiceInbox = ref.actor_inbox  # type: ignore[assignment]
+        for index, envelope in enumerate(backlog):  # before publishing: no one else can reach it
+            try:
+                inbox.put(envelope)
+            except InboxClosed:
+                # It died on an earlier letter: these follow the ones it hands back.
+                self._held[service_id] = backlog[index:]
+                return
+        cell.inbox = inbox
 
     def _admit_waiting(self) -> None:
         while self._waiting and len(self._live) < self._rules.max_live:
@@ -281,7 +315,7 @@ class RegistryActor(pykka.ThreadingActor):
 
     def _reload_due(self, service_id: str) -> None:
         """From the store writer, once every commit queued before the barrier is settled."""
-        with contextlib.suppress(pykka.ActorDeadError):
+        with contextlib.suppress(pykka.ActorDeadError, InboxClosed):
             self.actor_ref.tell(_Due("reload", service_id))
 
     def _reloaded(self, service_id: str) -> None:
@@ -340,10 +374,9 @@ class RegistryActor(pykka.ThreadingActor):
 
     def _later(self, delay: float, message: Any) -> None:
         def deliver() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
+            with contextlib.suppress(pykka.ActorDeadError, InboxClosed):
                 self.actor_ref.tell(message)
 
-        timer = threading.Timer(delay, deliver)
-        timer.daemon = True
-        timer.start()
+        with contextlib.suppress(RuntimeError):  # the scheduler closes when the pager stops
+            self._scheduler.call_later(delay, deliver)
 

@@ -15,7 +15,7 @@ import structlog
 from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
-from pager_actors._inbox import ServiceInbox
+from pager_actors._inbox import InboxClosed, ServiceInbox
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
@@ -153,6 +153,8 @@ class ServiceActor(pykka.ThreadingActor):
         self._cell.last_active = time.monotonic()
         try:
             if letter.command is STATUS:
+                if self._rt.policies.get(self._cell.service_id) is None:
+                    raise UnknownServiceError(self._cell.service_id)
                 status = self._cell.state.status()  # type: ignore[union-attr]
                 letter.handled = True
                 self._rt.committer.submit(Commit(self._cell.service_id, None, (), letter.future,
@@ -222,7 +224,7 @@ class ServiceActor(pykka.ThreadingActor):
     def _tell_registry(self, stopped: ServiceStopped) -> None:
         try:
             self._rt.registry.tell(stopped)
-        except pykka.ActorDeadError:
+        except (pykka.ActorDeadError, InboxClosed):
             fail_envelopes(stopped.left, self._rt.work, PagerStoppedError(
                 "the pager stopped before this command ran"))
 

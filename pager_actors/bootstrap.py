@@ -1,4 +1,4 @@
-"""The composition root: the one place that picks concrete adapters and wires them."""
+"""Process set-up shared by the entry points (`__main__`, the daemon): logging."""
 
 from __future__ import annotations
 

@@ -19,6 +19,22 @@ class PolicyRepository(Protocol):
         ...
 
 
+class DeliveryError(Exception):
+    """A sender could not deliver. Senders raise one of the two kinds below."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: network error, timeout, rate limit (429), server error (5xx)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help: rejected request (400), bad credentials (401), refused address.
+
+    Any exception a sender raises that is not a TransientDeliveryError is
+    treated as permanent: it is not retried.
+    """
+
+
 class MailSender(Protocol):
     def send_mail(self, to: str, subject: str, body: str) -> None:
         """Send one email. Raise on failure."""

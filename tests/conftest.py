@@ -28,8 +28,12 @@ def two_level_policy(service_id: str) -> EscalationPolicy:
 
 @pytest.fixture(autouse=True)
 def _stop_all_actors() -> Iterator[None]:
+    """Stop every actor after each test, and fail the test if one survives."""
     yield
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    leaked = pykka.ActorRegistry.get_all()
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    assert not leaked, f"actors outlived the test: {leaked}"
 
 
 @pytest.fixture(autouse=True)

@@ -165,11 +165,57 @@ def test_manual_timer_delivers_through_the_attached_pager(pager, timer, sms):
     assert outcome.event == "escalated"
 
 
-def test_one_caller_beyond_the_in_flight_cap_still_completes(policies, mail, sms, timer):
-    """A caller that fires far more commands than max_in_flight is slowed down, not refused."""
-    pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer, max_in_flight=4)
-    futures = [pager.alert("checkout", str(i)) for i in range(200)]
+class GatedRepo:
+    """A policy repository whose lookups from service actors wait until `gate` opens."""
+
+    def __init__(self, policies):
+        self.policies, self.gate = policies, threading.Event()
+
+    def get(self, service_id):
+        if threading.current_thread().name.startswith("ServiceActor"):
+            self.gate.wait(timeout=10)
+        return self.policies.get(service_id)
+
+
+def test_a_caller_past_the_in_flight_cap_waits_then_completes(policies, mail, sms, timer):
+    """With 4 unsettled commands a caller's 5th waits; once they settle, all 200 complete."""
+    repo = GatedRepo(policies)
+    pager = Pager.start(policies=repo, mail=mail, sms=sms, timer=timer, max_in_flight=4)
+    sent, futures = threading.Semaphore(0), []
+
+    def caller():
+        for i in range(200):
+            futures.append(pager.alert("checkout", str(i)))
+            sent.release()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    for _ in range(4):
+        assert sent.acquire(timeout=5)
+    thread.join(timeout=0.3)
+    assert thread.is_alive() and len(futures) == 4, "the 5th command was not held back"
+    repo.gate.set()
+    thread.join(timeout=10)
     assert [f.get(timeout=5).seq for f in futures] == list(range(1, 201))
+
+
+def test_timer_callbacks_are_never_held_back(policies, mail, sms, timer):
+    """The timer delivers 40 timeouts at once even with 2 in flight allowed and actors blocked."""
+    repo = GatedRepo(policies)
+    pager = Pager.start(policies=repo, mail=mail, sms=sms, timer=timer, max_in_flight=2)
+    repo.gate.set()
+    pager.alert("checkout", "down").get(timeout=5)
+    pager.flush()
+    repo.gate.clear()
+    for _ in range(39):
+        timer.set_timeout("checkout", timedelta(minutes=15), "stale-token")
+    firing = threading.Thread(target=timer.advance, args=(timedelta(minutes=15),))
+    firing.start()
+    firing.join(timeout=5)
+    assert not firing.is_alive(), "the timer thread was held back by backpressure"
+    repo.gate.set()
+    pager.flush()
+    assert pager.status("checkout").level == 2
 
 
 def test_ack_timeout_must_be_positive(policies, mail, sms, timer):

@@ -29,6 +29,7 @@ class Echo(pykka.ThreadingActor):
         self.failed.set()
 
     def on_stop(self):
+        self.alive_in_on_stop = self.actor_ref.is_alive()
         self.stopped.set()
 
 
@@ -52,11 +53,16 @@ def test_exception_in_a_told_message_calls_on_failure_with_actor_stopped():
 
 
 def test_on_stop_runs_after_stopped_flag_is_set():
-    """ref.stop() runs on_stop in the actor thread once is_alive() is already False."""
-    stopped = threading.Event()
-    ref = Echo.start([], stopped=stopped)
+    """on_stop runs once is_alive() is already False, so no new tell can reach the inbox."""
+    seen = []
+
+    class Probe(Echo):
+        def on_stop(self):
+            seen.append(self.actor_ref.is_alive())
+
+    ref = Probe.start([])
     ref.stop(timeout=5)
-    assert stopped.is_set() and not ref.is_alive()
+    assert seen == [False]
 
 
 def test_closed_inbox_refuses_puts_and_hands_over_leftovers():

@@ -88,18 +88,28 @@ def test_acks_racing_timeouts_never_page_a_level_twice():
         pager.alert(s, "down")
     pager.flush(timeout=10)
     first_tokens = {t.service_id: t.token for t in timer.armed}
-    acked: dict[str, int] = {}
+    acked: dict[str, int] = {}  # the seq of the ack that took effect
+    escalations: list[tuple[str, int]] = []
+    lock = threading.Lock()
 
     def worker(index: int) -> None:
         rng = random.Random(index)
         for s in rng.sample(services, len(services)):
             if index % 4 == 0:
-                acked[s] = max(acked.get(s, 0), pager.acknowledge(s).get(timeout=10).seq)
+                outcome = pager.acknowledge(s).get(timeout=10)
+                if outcome.event == "acknowledged":
+                    acked[s] = outcome.seq
             else:
                 token = first_tokens[s] if rng.random() < 0.5 else None
-                pager.ack_timeout(s, token).get(timeout=10)
+                outcome = pager.ack_timeout(s, token).get(timeout=10)
+                if outcome.event == "escalated":
+                    with lock:
+                        escalations.append((s, outcome.seq))
 
     run_threads(8, worker)
+    assert set(acked) == set(services), "every service is acknowledged exactly once"
+    late = [(s, seq) for s, seq in escalations if seq > acked[s]]
+    assert not late, f"escalated after the ack: {late[:5]}"
     pager.flush(timeout=10)
     counted = pages(mail, sms)
     assert max(counted.values()) == 1, "a level was paged twice"
@@ -171,7 +181,7 @@ def test_random_mix_from_16_threads_matches_the_sequential_model(configuration, 
 
 
 def test_timeouts_fired_by_manual_timer_from_many_threads_agree():
-    """Threads advancing the timer while others ack: every service ends consistent."""
+    """Threads advancing the timer while others ack: pages match each service's final level."""
     services = [f"svc-{i}" for i in range(50)]
     repo = InMemoryPolicyRepository([two_level_policy(s) for s in services])
     pager, mail, sms, timer = start(repo)
@@ -190,5 +200,10 @@ def test_timeouts_fired_by_manual_timer_from_many_threads_agree():
 
     run_threads(4, worker)
     pager.flush(timeout=10)
-    assert max(pages(mail, sms).values()) == 1
+    counted = pages(mail, sms)
+    assert max(counted.values()) == 1
+    for s in services:
+        status = pager.status(s)
+        assert status.acknowledged == (s in services[1::4] + services[2::4] + services[3::4])
+        assert {lvl for (svc, _, lvl, _) in counted if svc == s} == set(range(1, status.level + 1))
     pager.stop()

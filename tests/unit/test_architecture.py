@@ -13,13 +13,29 @@ DEFAULT_ADAPTERS = {("pager_actors/_pager.py", "adapters.memory")}
 
 
 def imports_of(path: Path) -> set[str]:
+    """Absolute names of every module `path` imports, relative imports resolved."""
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[:len(package) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            if not node.module:  # from . import x: x may be a module
+                names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
+
+
+def test_relative_imports_are_resolved():
+    """`from .. import _counters` inside the domain counts as importing pager_actors._counters."""
+    probe = ROOT / "pager_actors" / "domain" / "_probe_relative.py"
+    probe.write_text("from .. import _counters\nfrom . import model\n")
+    try:
+        assert {"pager_actors._counters", "pager_actors.domain.model"} <= imports_of(probe)
+    finally:
+        probe.unlink()
 
 
 def modules(package: str) -> list[Path]:
@@ -36,11 +52,12 @@ def test_domain_imports_only_stdlib_and_itself():
 
 
 def test_adapters_never_import_the_actor_runtime():
-    """Adapters see only the domain and the ports, never actors or pykka."""
+    """Adapters see only the domain, the ports and the scheduler, never actors or pykka."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
-                       or name.startswith(("pager_actors.domain", "pager_actors.ports")))
+                       or name.startswith(("pager_actors.domain", "pager_actors.ports",
+                                           "pager_actors.scheduler")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
 
 
