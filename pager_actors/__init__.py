@@ -1,5 +1,6 @@
 """pager-actors: an on-call alert escalation engine built on Pykka actors."""
 
+from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._future import CommandFuture
 from pager_actors._pager import DEFAULT_ACK_TIMEOUT, Pager
 from pager_actors._registry import Supervision
@@ -35,6 +36,7 @@ __all__ = [
     "PagerError",
     "PagerOverloadedError",
     "PagerStoppedError",
+    "RetryPolicy",
     "ServiceQuarantinedError",
     "ServiceStatus",
     "SmsTarget",

@@ -266,6 +266,7 @@ class Pager:
         for channel, counts in self._dispatcher.counts.items():
             figures[f"{channel}_{'armed' if channel == 'timer' else 'sent'}"] = counts.succeeded
             figures[f"{channel}_failed"] = counts.failed
+            figures[f"{channel}_retried"] = counts.retried
         figures["service_actors"] = sum(1 for c in list(self._cells.values())
                                         if c.inbox is not None)
         figures["known_services"] = len(self._cells)
