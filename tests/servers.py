@@ -51,13 +51,13 @@ class _Recorder:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, options):
         if self.server.refuse_rcpt:
             return self.server.refuse_rcpt
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.server.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos),
                                                  envelope.content.decode(errors="replace")))
         self.server.arrived.set()
@@ -121,7 +121,7 @@ class SmsGateway:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 gateway._handle(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -59,10 +59,9 @@ def test_untrusted_certificate_is_permanent(cert):
 
 def test_server_requiring_starttls_refuses_plain_clients(cert):
     """Without STARTTLS a server that requires it refuses the mail (5xx: permanent)."""
-    with SmtpServer(tls=cert) as server:
-        with pytest.raises(PermanentDeliveryError):
-            SmtpMailSender("127.0.0.1", server.port, "p@example.com").send_mail(
-                "a@example.com", "s", "b")
+    with SmtpServer(tls=cert) as server, pytest.raises(PermanentDeliveryError):
+        SmtpMailSender("127.0.0.1", server.port, "p@example.com").send_mail(
+            "a@example.com", "s", "b")
 
 
 def test_temporary_refusal_is_transient_and_permanent_refusal_is_not():
