@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint run bench image clean
+.PHONY: install test lint run demo bench image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: install
 	$(BIN)/mypy pager_actors adapters
 
 run: install
-	$(BIN)/python -m pager_actors demo
+	$(BIN)/pager-actors run --config examples/pager.toml
 
 bench: install
 	$(BIN)/python bench/bench_engine.py
@@ -33,3 +33,6 @@ image:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+demo: install
+	$(BIN)/pager-actors demo

@@ -161,5 +161,9 @@ class InMemoryStore:
         with self._lock:
             return list(self._pending.values())
 
+    def open_incidents(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._states.values() if s.incident is not None)
+
     def close(self) -> None:
         pass

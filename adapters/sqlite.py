@@ -230,6 +230,11 @@ class SqliteStore:
         return [Notify(sid, incident, level, parse_target(target), subject, body)
                 for sid, incident, level, target, subject, body in rows]
 
+    def open_incidents(self) -> int:
+        with self._read_lock:
+            return int(self._reader.execute(
+                "SELECT count(*) FROM services WHERE incident IS NOT NULL").fetchone()[0])
+
     def outbox(self) -> list[dict[str, Any]]:
         """Every outbox row, for inspection and tests."""
         with self._read_lock:

@@ -17,6 +17,9 @@ from pykka._types import OptExcInfo
 
 T = TypeVar("T")
 
+# Guards the rare callback lists (only the HTTP layer uses them): one lock for all futures.
+_callbacks_lock = threading.Lock()
+
 
 class CommandFuture(pykka.Future[T]):
     """Resolved exactly once, by `set()` or `set_exception()`; `get()` may be called often."""
@@ -28,6 +31,7 @@ class CommandFuture(pykka.Future[T]):
         self._settled = False
         self._value: Any = None
         self._error: BaseException | None = None
+        self._callbacks: list[Any] | None = None
 
     def done(self) -> bool:
         """True once a value or an exception is set."""
@@ -59,6 +63,15 @@ class CommandFuture(pykka.Future[T]):
         super().set_get_hook(func)
         self._ready.release()
 
+    def add_done_callback(self, callback: Any) -> None:
+        """Call `callback(self)` once resolved: at once if it already is, else in the resolving
+        thread. Lets an asyncio handler await a command without tying up a thread."""
+        with _callbacks_lock:
+            if not self._settled:
+                self._callbacks = [*(self._callbacks or ()), callback]
+                return
+        callback(self)
+
     def fail(self, error: BaseException) -> None:
         """Resolve with `error`; `get()` raises it."""
         self._settle(None, error)
@@ -67,8 +80,12 @@ class CommandFuture(pykka.Future[T]):
         if self._settled or self._get_hook is not None:
             raise queue.Full("future already resolved")
         self._value, self._error = value, error
-        self._settled = True
+        with _callbacks_lock:
+            self._settled = True
+            callbacks, self._callbacks = self._callbacks, None
         self._ready.release()
+        for callback in callbacks or ():
+            callback(self)
 
 
 def failed(error: BaseException) -> CommandFuture[Any]:

@@ -273,6 +273,18 @@ class Pager:
         figures["pending_work"] = self._work.pending
         return figures
 
+    def mailbox_depths(self) -> dict[str, int]:
+        """Messages waiting in the shared actors' inboxes (registry, store writer, adapters)."""
+        depths = {"registry": self._registry.actor_inbox.qsize()}  # type: ignore[attr-defined]
+        if self._writer is not None:
+            depths["store_writer"] = self._writer.actor_inbox.qsize()  # type: ignore[attr-defined]
+        depths.update(self._dispatcher.queue_depths())
+        return depths
+
+    def open_incidents(self) -> int:
+        """Services with an open incident, as committed."""
+        return self._store.open_incidents()
+
     # -- routing --------------------------------------------------------------
 
     def _submit(self, service_id: str, command: Command | GetStatus,

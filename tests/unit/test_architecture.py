@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSITION_ROOTS = {"pager_actors/__main__.py", "pager_actors/bootstrap.py"}
+COMPOSITION_ROOTS = {"pager_actors/__main__.py", "pager_actors/bootstrap.py",
+                     "pager_actors/cli.py", "pager_actors/daemon/run.py"}
 # Pager.start falls back to the in-memory store when given none (issue #3's contract).
 DEFAULT_ADAPTERS = {("pager_actors/_pager.py", "adapters.memory")}
 

@@ -1,0 +1,312 @@
+"""The daemon's TOML config: parsed with stdlib tomllib, checked completely before anything starts.
+
+Every problem is reported with its location, one line each; `load_config`
+raises ConfigError carrying all of them. Secrets may come from the
+environment instead of the file: PAGER_SERVER_TOKEN, PAGER_MAIL_USERNAME,
+PAGER_MAIL_PASSWORD, PAGER_SMS_ACCOUNT_SID, PAGER_SMS_AUTH_TOKEN (the
+environment wins).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pager_actors.domain import EscalationPolicy, Level, Target, parse_target
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class PagerConfig:
+    ack_timeout: timedelta = timedelta(minutes=15)
+    state: Path = Path("pager.db")
+    passivate_after: timedelta | None = timedelta(minutes=5)
+    max_live_services: int = 2000
+    delivery_attempts: int = 5
+    retry_backoff: timedelta = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    kind: str = "log"
+    host: str = "127.0.0.1"
+    port: int = 25
+    sender: str = "pager@localhost"
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    timeout: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    kind: str = "log"
+    base_url: str = "https://api.twilio.com"
+    account_sid: str | None = None
+    auth_token: str | None = None
+    from_number: str | None = None
+    timeout: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    service_label: str = "service"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
+    pager: PagerConfig = field(default_factory=PagerConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
+    services: tuple[EscalationPolicy, ...] = ()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """"15m", "2s", "1h30m", "500ms" -> timedelta. Raises ValueError."""
+    compact = text.replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"not a duration (try \"15m\", \"2s\" or \"1h\"): {text!r}")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+class _Checker:
+    """Walks the TOML document, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {where}: {message}")
+
+    def section(self, doc: Mapping[str, Any], name: str, fields: dict[str, Callable[[Any], Any]]
+                ) -> dict[str, Any]:
+        """Check a [name] table against `fields` (key -> converter); return converted values."""
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            self.problem(f"[{name}]", "must be a table")
+            return {}
+        values = {}
+        for key, value in table.items():
+            if key not in fields:
+                self.problem(f"[{name}] {key}", f"unknown key (known: {', '.join(fields)})")
+                continue
+            try:
+                values[key] = fields[key](value)
+            except (TypeError, ValueError) as error:
+                self.problem(f"[{name}] {key}", str(error))
+        return values
+
+
+def _of(kind: type, label: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"expected {label}, got {value!r}")
+        return value
+    return convert
+
+
+def _duration(value: Any) -> timedelta:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a duration string such as \"15m\", got {value!r}")
+    return parse_duration(value)
+
+
+def _positive_duration(value: Any) -> timedelta:
+    duration = _duration(value)
+    if duration <= timedelta(0):
+        raise ValueError(f"must be longer than zero, got {value!r}")
+    return duration
+
+
+def _port(value: Any) -> int:
+    number = _of(int, "a port number")(value)
+    if not 0 < number < 65536:
+        raise ValueError(f"not a port number: {value!r}")
+    return int(number)
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = _of(str, 'a "host:port" string')(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f'expected "host:port", got {value!r}')
+    return host.strip("[]"), _port(int(port))
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(map(repr, options))}, got {value!r}")
+        return str(value)
+    return convert
+
+
+def _positive_int(value: Any) -> int:
+    number = _of(int, "an integer")(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return int(number)
+
+
+_STR, _BOOL = _of(str, "a string"), _of(bool, "true or false")
+
+_SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "server": {"listen": _listen, "token": _STR, "max_body_bytes": _positive_int},
+    "pager": {"ack_timeout": _positive_duration, "state": _STR,
+              "passivate_after": _positive_duration, "max_live_services": _positive_int,
+              "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},
+    "mail": {"kind": _choice("smtp", "log"), "host": _STR, "port": _port, "sender": _STR,
+             "starttls": _BOOL, "username": _STR, "password": _STR, "ca_file": _STR,
+             "timeout": _positive_duration},
+    "sms": {"kind": _choice("twilio", "log"), "base_url": _STR, "account_sid": _STR,
+            "auth_token": _STR, "from": _STR, "timeout": _positive_duration},
+    "alertmanager": {"service_label": _STR},
+}
+
+_SECRETS = {("server", "token"), ("mail", "username"), ("mail", "password"),
+            ("sms", "account_sid"), ("sms", "auth_token")}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check the whole config; raise ConfigError listing every problem."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    check = _Checker(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: invalid TOML: {error}"]) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not UTF-8 text: {error}"]) from error
+
+    for name in doc:
+        if name not in (*_SECTIONS, "services"):
+            check.problem(f"[{name}]", f"unknown section (known: {', '.join(_SECTIONS)}, "
+                                       "[[services]])")
+    raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
+    for section, key in _SECRETS:
+        value = environ.get(f"PAGER_{section.upper()}_{key.upper()}")
+        if value:
+            raw[section][key] = value
+    services = _services(doc.get("services", []), check)
+    config = _assemble(path, raw, services, check)
+    if check.problems:
+        raise ConfigError(check.problems)
+    assert config is not None
+    return config
+
+
+def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
+    if not isinstance(entries, list):
+        check.problem("[[services]]", "must be an array of tables ([[services]])")
+        return ()
+    policies, seen = [], {}
+    for i, entry in enumerate(entries):
+        where = f"[[services]] #{i + 1}"
+        if not isinstance(entry, dict):
+            check.problem(where, "must be a table")
+            continue
+        for key in entry:
+            if key not in ("id", "levels"):
+                check.problem(f"{where} {key}", "unknown key (known: id, levels)")
+        service_id = entry.get("id")
+        if not isinstance(service_id, str) or not service_id:
+            check.problem(f"{where} id", f"expected a non-empty string, got {service_id!r}")
+            continue
+        where = f"[[services]] #{i + 1} (id {service_id!r})"
+        if service_id in seen:
+            check.problem(f"{where} id", f"duplicate service id, first defined in "
+                                         f"[[services]] #{seen[service_id] + 1}")
+            continue
+        seen[service_id] = i
+        levels = _levels(entry.get("levels"), where, check)
+        if levels:
+            policies.append(EscalationPolicy(service_id, levels))
+    return tuple(policies)
+
+
+def _levels(value: Any, where: str, check: _Checker) -> list[Level]:
+    if not isinstance(value, list) or not value:
+        check.problem(f"{where} levels", "expected a non-empty list of levels, each a list of "
+                                         "\"mailto:…\"/\"sms:…\" targets")
+        return []
+    levels = []
+    for n, targets in enumerate(value):
+        if not isinstance(targets, list) or not targets:
+            check.problem(f"{where} levels[{n}]", f"expected a non-empty list of targets, "
+                                                  f"got {targets!r}")
+            continue
+        parsed: list[Target] = []
+        for m, uri in enumerate(targets):
+            try:
+                parsed.append(parse_target(uri if isinstance(uri, str) else repr(uri)))
+            except ValueError as error:
+                check.problem(f"{where} levels[{n}][{m}]", f"malformed target: {error}")
+        if len(parsed) == len(targets):
+            levels.append(Level(parsed))
+    return levels if len(levels) == len(value) else []
+
+
+def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[EscalationPolicy, ...],
+              check: _Checker) -> Config | None:
+    server, pager, mail, sms = raw["server"], raw["pager"], raw["mail"], raw["sms"]
+    host, port = server.pop("listen", (ServerConfig.host, ServerConfig.port))
+    if "state" in pager:
+        state = Path(pager["state"])
+        pager["state"] = state if state.is_absolute() else path.parent / state
+    else:
+        pager["state"] = path.parent / PagerConfig.state
+    if "ca_file" in mail:
+        mail["ca_file"] = Path(mail["ca_file"])
+    if "from" in sms:
+        sms["from_number"] = sms.pop("from")
+    if mail.get("kind") == "smtp":
+        for key in ("host", "sender"):
+            if key not in mail:
+                check.problem(f"[mail] {key}", 'required when kind = "smtp"')
+        if ("username" in mail) != ("password" in mail):
+            check.problem("[mail] username", "username and password go together")
+    if sms.get("kind") == "twilio":
+        for key, shown in (("account_sid", "account_sid"), ("auth_token", "auth_token"),
+                           ("from_number", "from")):
+            if key not in sms:
+                check.problem(f"[sms] {shown}", 'required when kind = "twilio" (or set '
+                                                f"PAGER_SMS_{shown.upper()})")
+    if not services and not check.problems:
+        check.problem("[[services]]", "no service defined: the pager would page nobody")
+    if check.problems:
+        return None
+    return Config(source=path, server=ServerConfig(host=host, port=port, **server),
+                  pager=PagerConfig(**pager), mail=MailConfig(**mail), sms=SmsConfig(**sms),
+                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services)
