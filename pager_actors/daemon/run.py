@@ -9,6 +9,7 @@ its actors, then the timer and the store close. Exit code 0.
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
 import sys
 
@@ -79,6 +80,12 @@ def run(config: Config) -> int:
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)
+    # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
+    # handler that was there before: make that one a no-op, so the shutdown below runs
+    # and the process exits 0.
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: received.append(number))
     try:
         server.run()
     finally:
