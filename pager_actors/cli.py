@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 
+from adapters.log import LogMailSender, LogSmsSender
+from adapters.memory import InMemoryPolicyRepository
+from adapters.timer import ThreadedTimer
+from pager_actors._demo import DEMO_POLICY, run_demo
 from pager_actors.bootstrap import configure_logging
+from pager_actors.daemon.config import ConfigError, load_config
+from pager_actors.daemon.run import configure_stdlib_logging
+from pager_actors.daemon.run import run as serve
+
+
+def play_demo(ack_timeout: float) -> int:
+    """One incident in memory with a real timer: alert, escalation, acknowledgement."""
+    configure_logging()
+    with ThreadedTimer() as timer:
+        return run_demo(policies=InMemoryPolicyRepository([DEMO_POLICY]), mail=LogMailSender(),
+                        sms=LogSmsSender(), timer=timer,
+                        ack_timeout=timedelta(seconds=ack_timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from pager_actors.__main__ import demo as play  # noqa: PLC0415
-
-        return play(args.ack_timeout)
-    from pager_actors.daemon.config import ConfigError, load_config  # noqa: PLC0415
-
+        return play_demo(args.ack_timeout)
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -35,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config}: ok ({len(config.services)} services)")
         return 0
-    from pager_actors.daemon.run import configure_stdlib_logging, run as serve  # noqa: PLC0415
-
     configure_logging()
     configure_stdlib_logging()
     return serve(config)

@@ -231,7 +231,8 @@ def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
     if not isinstance(entries, list):
         check.problem("[[services]]", "must be an array of tables ([[services]])")
         return ()
-    policies, seen = [], {}
+    policies: list[EscalationPolicy] = []
+    seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         where = f"[[services]] #{i + 1}"
         if not isinstance(entry, dict):
@@ -282,15 +283,24 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
               check: _Checker) -> Config | None:
     server, pager, mail, sms = raw["server"], raw["pager"], raw["mail"], raw["sms"]
     host, port = server.pop("listen", (ServerConfig.host, ServerConfig.port))
-    if "state" in pager:
-        state = Path(pager["state"])
-        pager["state"] = state if state.is_absolute() else path.parent / state
-    else:
-        pager["state"] = path.parent / PagerConfig.state
+    # A relative state file lives next to the config, wherever the daemon is started from.
+    pager["state"] = path.parent / Path(pager.get("state", PagerConfig.state))
     if "ca_file" in mail:
         mail["ca_file"] = Path(mail["ca_file"])
     if "from" in sms:
         sms["from_number"] = sms.pop("from")
+    _check_senders(mail, sms, check)
+    if not services and not check.problems:
+        check.problem("[[services]]", "no service defined: the pager would page nobody")
+    if check.problems:
+        return None
+    return Config(source=path, server=ServerConfig(host=host, port=port, **server),
+                  pager=PagerConfig(**pager), mail=MailConfig(**mail), sms=SmsConfig(**sms),
+                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services)
+
+
+def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -> None:
+    """Keys that become required once a real sender is chosen."""
     if mail.get("kind") == "smtp":
         for key in ("host", "sender"):
             if key not in mail:
@@ -303,10 +313,3 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
             if key not in sms:
                 check.problem(f"[sms] {shown}", 'required when kind = "twilio" (or set '
                                                 f"PAGER_SMS_{shown.upper()})")
-    if not services and not check.problems:
-        check.problem("[[services]]", "no service defined: the pager would page nobody")
-    if check.problems:
-        return None
-    return Config(source=path, server=ServerConfig(host=host, port=port, **server),
-                  pager=PagerConfig(**pager), mail=MailConfig(**mail), sms=SmsConfig(**sms),
-                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services)

@@ -189,8 +189,12 @@ async def _committed(future: CommandFuture[Any]) -> Any:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
 
+    def settle() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
     def wake(_: CommandFuture[Any]) -> None:
-        loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+        loop.call_soon_threadsafe(settle)
 
     future.add_done_callback(wake)
     try:
@@ -218,8 +222,11 @@ def _submit_alertmanager(pager: Pager, alert: Any, label: str
                          ) -> tuple[dict[str, Any], CommandFuture[Any] | None]:
     if not isinstance(alert, dict):
         return {"accepted": False, "error": "an alert must be a JSON object", "code": 400}, None
-    labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
-    annotations = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+    labels: dict[str, Any] = alert.get("labels") or {}
+    annotations: dict[str, Any] = alert.get("annotations") or {}
+    if not isinstance(labels, dict) or not isinstance(annotations, dict):
+        return {"accepted": False, "error": "labels and annotations must be objects",
+                "code": 400}, None
     status = alert.get("status")
     service_id = labels.get(label)
     result: dict[str, Any] = {"service_id": service_id, "status": status,
