@@ -222,8 +222,8 @@ def _submit_alertmanager(pager: Pager, alert: Any, label: str
                          ) -> tuple[dict[str, Any], CommandFuture[Any] | None]:
     if not isinstance(alert, dict):
         return {"accepted": False, "error": "an alert must be a JSON object", "code": 400}, None
-    labels: dict[str, Any] = alert.get("labels") or {}
-    annotations: dict[str, Any] = alert.get("annotations") or {}
+    labels: Any = alert.get("labels") or {}
+    annotations: Any = alert.get("annotations") or {}
     if not isinstance(labels, dict) or not isinstance(annotations, dict):
         return {"accepted": False, "error": "labels and annotations must be objects",
                 "code": 400}, None

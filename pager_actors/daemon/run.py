@@ -31,7 +31,7 @@ from pager_actors.ports import MailSender, SmsSender, StoreError
 
 log = structlog.get_logger("pager_actors.daemon")
 
-GRACEFUL_SECONDS = 4.0
+GRACEFUL_SECONDS = 4
 
 
 def mail_sender(config: Config) -> MailSender:
