@@ -1,0 +1,209 @@
+"""The HTTP API, in process: a real Pager behind Starlette, driven through its test client."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from adapters.memory import (
+    InMemoryPolicyRepository,
+    ManualTimer,
+    RecordingMailSender,
+    RecordingSmsSender,
+)
+from pager_actors import Pager
+from pager_actors.daemon.config import AlertmanagerConfig, Config, ServerConfig
+from pager_actors.daemon.http import create_app
+from pager_actors.daemon.metrics import Metrics
+from tests.conftest import two_level_policy
+
+SERVICES = ("checkout", "search")
+
+
+def alertmanager_payload(*alerts, status="firing"):
+    """A webhook body as Alertmanager 0.25 sends it (version 4)."""
+    return {
+        "receiver": "pager", "status": status, "version": "4",
+        "groupKey": '{}:{alertname="HighLatency"}', "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "HighLatency"}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": alert_status, "labels": {"alertname": "HighLatency", **labels},
+            "annotations": {"summary": summary}, "startsAt": "2026-11-28T09:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+            "fingerprint": f"{abs(hash(str(labels))):016x}"[:16],
+        } for alert_status, labels, summary in alerts],
+    }
+
+
+@pytest.fixture
+def world(request):
+    token = getattr(request, "param", None)
+    mail, sms, timer = RecordingMailSender(), RecordingSmsSender(), ManualTimer()
+    pager = Pager.start(policies=InMemoryPolicyRepository(two_level_policy(s) for s in SERVICES),
+                        mail=mail, sms=sms, timer=timer, max_in_flight=0)
+    config = Config(source=Path("test.toml"),
+                    server=ServerConfig(token=token, max_body_bytes=2048),
+                    alertmanager=AlertmanagerConfig(service_label="service"),
+                    services=tuple(two_level_policy(s) for s in SERVICES))
+    app = create_app(pager, config, Metrics(pager, lambda: (0.0, 0.0)))
+    with TestClient(app) as client:
+        yield client, pager, mail, sms, timer
+    pager.stop()
+
+
+def test_alert_is_accepted_with_202_once_committed(world):
+    """POST /api/v1/alerts answers 202 with the new status; level 1 is paged."""
+    client, pager, mail, sms, _ = world
+    response = client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "p99"})
+    assert response.status_code == 202
+    assert response.json()["event"] == "incident_opened"
+    assert response.json()["status"] == {"service_id": "checkout", "health": "unhealthy",
+                                          "level": 1, "acknowledged": False, "message": "p99"}
+    pager.flush()
+    assert len(mail.sent) == 1 and len(sms.sent) == 1
+
+
+def test_acknowledge_and_healthy_return_202(world):
+    """The console's two buttons."""
+    client, *_ = world
+    client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "p99"})
+    acked = client.post("/api/v1/services/checkout/acknowledge")
+    assert acked.status_code == 202 and acked.json()["status"]["acknowledged"] is True
+    healed = client.post("/api/v1/services/checkout/healthy")
+    assert healed.status_code == 202 and healed.json()["status"]["health"] == "healthy"
+
+
+def test_status_and_list(world):
+    """GET one service, and all of them."""
+    client, *_ = world
+    client.post("/api/v1/alerts", json={"service_id": "search", "message": "slow"})
+    one = client.get("/api/v1/services/search")
+    assert one.status_code == 200
+    assert one.json() == {"service_id": "search", "health": "unhealthy", "level": 1,
+                          "acknowledged": False, "message": "slow"}
+    listed = client.get("/api/v1/services").json()["services"]
+    assert [s["service_id"] for s in listed] == list(SERVICES)
+    assert listed[0]["health"] == "healthy"
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.post("/api/v1/alerts", json={"service_id": "ghost", "message": "x"}),
+    lambda c: c.post("/api/v1/services/ghost/acknowledge"),
+    lambda c: c.post("/api/v1/services/ghost/healthy"),
+    lambda c: c.get("/api/v1/services/ghost"),
+])
+def test_unknown_service_is_404_with_a_reason(world, call):
+    """Every route answers 404 with a JSON reason for a service without a policy."""
+    client, pager, *_ = world
+    response = call(client)
+    assert response.status_code == 404 and "ghost" in response.json()["error"]
+    assert pager.stats()["known_services"] == 0
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"{not json", "malformed JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b'{"message": "x"}', "missing field 'service_id'"),
+    (b'{"service_id": "checkout"}', "missing field 'message'"),
+    (b'{"service_id": "checkout", "message": 42}', "must be a non-empty string"),
+])
+def test_malformed_requests_are_400_and_change_nothing(world, body, reason):
+    """Bad JSON or fields: 400, a reason, no state."""
+    client, pager, *_ = world
+    response = client.post("/api/v1/alerts", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400 and reason in response.json()["error"]
+    assert pager.status("checkout").health.value == "healthy"
+
+
+def test_oversized_body_is_413(world):
+    """A body over max_body_bytes is refused before parsing."""
+    client, pager, *_ = world
+    big = {"service_id": "checkout", "message": "x" * 5000}
+    response = client.post("/api/v1/alerts", json=big)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    assert pager.status("checkout").health.value == "healthy"
+
+
+@pytest.mark.parametrize("world", ["s3cret"], indirect=True)
+def test_token_is_required_on_the_api_when_configured(world):
+    """Missing or wrong bearer token: 401. Right one: accepted. /healthz stays open."""
+    client, *_ = world
+    body = {"service_id": "checkout", "message": "x"}
+    assert client.post("/api/v1/alerts", json=body).status_code == 401
+    wrong = client.post("/api/v1/alerts", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get("/api/v1/services").status_code == 401
+    right = client.post("/api/v1/alerts", json=body,
+                        headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 202
+    assert client.get("/healthz").status_code == 200
+
+
+def test_alertmanager_firing_and_resolved_with_several_alerts(world):
+    """One webhook with two firing alerts opens two incidents; a resolved one heals."""
+    client, pager, *_ = world
+    response = client.post("/api/v1/alertmanager", json=alertmanager_payload(
+        ("firing", {"service": "checkout"}, "p99 above 2s"),
+        ("firing", {"service": "search"}, "index lagging")))
+    assert response.status_code == 202
+    assert [r["event"] for r in response.json()["results"]] == ["incident_opened"] * 2
+    assert pager.status("checkout").message == "p99 above 2s"
+    resolved = client.post("/api/v1/alertmanager", json=alertmanager_payload(
+        ("resolved", {"service": "checkout"}, "p99 above 2s"), status="resolved"))
+    assert resolved.status_code == 202
+    assert pager.status("checkout").health.value == "healthy"
+    assert pager.status("search").health.value == "unhealthy"
+
+
+def test_alertmanager_with_unknown_services(world):
+    """Known alerts are taken (202) and unknown ones reported; all unknown: 404."""
+    client, *_ = world
+    mixed = client.post("/api/v1/alertmanager", json=alertmanager_payload(
+        ("firing", {"service": "checkout"}, "down"),
+        ("firing", {"service": "ghost"}, "down"),
+        ("firing", {"team": "no-service-label"}, "down")))
+    assert mixed.status_code == 202
+    results = mixed.json()["results"]
+    assert [r["accepted"] for r in results] == [True, False, False]
+    assert results[1]["code"] == 404 and "ghost" in results[1]["error"]
+    assert "no 'service' label" in results[2]["error"]
+    only_unknown = client.post("/api/v1/alertmanager", json=alertmanager_payload(
+        ("firing", {"service": "ghost"}, "down")))
+    assert only_unknown.status_code == 404
+
+
+def test_alertmanager_payload_of_another_version_is_400(world):
+    """Only webhook version 4 is understood."""
+    client, *_ = world
+    payload = alertmanager_payload(("firing", {"service": "checkout"}, "x"))
+    payload["version"] = "3"
+    assert client.post("/api/v1/alertmanager", json=payload).status_code == 400
+
+
+def test_metrics_move(world):
+    """Alerts, notifications, escalations and open incidents show on /metrics."""
+    client, pager, _, _, timer = world
+    client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "x"})
+    pager.flush()
+    [f.get(timeout=5) for f in timer.advance(timedelta(minutes=15))]
+    pager.flush()
+    text = client.get("/metrics").text
+    for line in ('pager_alerts_received_total{source="api"} 1.0',
+                 'pager_notifications_sent_total{channel="sms"} 2.0',
+                 'pager_notifications_sent_total{channel="mail"} 1.0',
+                 "pager_escalations_total 1.0", "pager_open_incidents 1.0",
+                 'pager_mailbox_depth{actor="registry"} 0.0'):
+        assert line in text, line
+
+
+def test_unknown_route_and_method_are_json(world):
+    """404 and 405 answer JSON too."""
+    client, *_ = world
+    assert client.get("/api/v2/nothing").json()["error"].startswith("no route")
+    assert client.get("/api/v1/alerts").status_code == 405
+    assert client.post("/api/v1/services/checkout/reboot").status_code == 404

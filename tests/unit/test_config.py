@@ -1,0 +1,153 @@
+"""The TOML config: a good file loads; every mistake gets one precise line and exit code 2."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pager_actors.cli import main
+from pager_actors.daemon.config import ConfigError, load_config, parse_duration
+from pager_actors.domain import EmailTarget, SmsTarget
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+[server]
+listen = "127.0.0.1:9090"
+token = "from-file"
+
+[pager]
+ack_timeout = "15m"
+state = "state/pager.db"
+
+[mail]
+kind = "smtp"
+host = "127.0.0.1"
+port = 2525
+sender = "pager@example.com"
+starttls = true
+username = "pager"
+password = "pw"
+
+[sms]
+kind = "twilio"
+base_url = "http://127.0.0.1:9999"
+account_sid = "AC1"
+auth_token = "tok"
+from = "+15550000000"
+
+[[services]]
+id = "checkout"
+levels = [
+  ["mailto:oncall@example.com", "sms:+33600000001"],
+  ["sms:+33600000002"],
+]
+"""
+
+
+def write(tmp_path, text) -> Path:
+    path = tmp_path / "pager.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path, text, environ=None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ or {})
+    return caught.value.problems
+
+
+def test_good_config_loads_every_section(tmp_path):
+    """Listen address, durations, senders and services come out typed."""
+    config = load_config(write(tmp_path, GOOD), {})
+    assert (config.server.host, config.server.port, config.server.token) == ("127.0.0.1", 9090,
+                                                                             "from-file")
+    assert config.pager.ack_timeout == timedelta(minutes=15)
+    assert config.pager.state == tmp_path / "state" / "pager.db"
+    assert config.mail.starttls and config.sms.from_number == "+15550000000"
+    [policy] = config.services
+    assert policy.levels[0].targets == (EmailTarget("oncall@example.com"),
+                                        SmsTarget("+33600000001"))
+
+
+def test_the_shipped_example_is_valid():
+    """examples/pager.toml, the config of `make run`, passes check-config."""
+    assert main(["check-config", str(ROOT / "examples" / "pager.toml")]) == 0
+
+
+@pytest.mark.parametrize("text,duration", [
+    ("15m", timedelta(minutes=15)), ("2s", timedelta(seconds=2)),
+    ("1h30m", timedelta(minutes=90)), ("500ms", timedelta(milliseconds=500))])
+def test_durations(text, duration):
+    """Durations are strings with units."""
+    assert parse_duration(text) == duration
+
+
+@pytest.mark.parametrize("bad", ["15", "m", "15 minutes", "", "-1s"])
+def test_bad_durations_are_refused(bad):
+    """A number without a unit, or words, is refused."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(bad)
+
+
+def test_bad_toml_is_one_line_with_its_position(tmp_path):
+    """Broken TOML: one problem naming line and column."""
+    [problem] = problems(tmp_path, "[server]\nlisten = \n")
+    assert "invalid TOML" in problem and "line 2" in problem
+
+
+def test_unknown_key_is_named_with_its_section(tmp_path):
+    """A typo in a key is refused, with the known keys listed."""
+    [problem] = problems(tmp_path, GOOD.replace('port = 2525', 'prot = 2525'))
+    assert "[mail] prot: unknown key" in problem and "port" in problem
+
+
+def test_malformed_target_points_at_its_level_and_position(tmp_path):
+    """A bad target names the service, the level and the index."""
+    [problem] = problems(tmp_path, GOOD.replace("sms:+33600000002", "sms:call-me"))
+    assert "(id 'checkout') levels[1][0]: malformed target" in problem
+
+
+def test_duplicate_service_id_is_refused(tmp_path):
+    """Two services with one id: the second is refused, the first is named."""
+    twice = GOOD + '\n[[services]]\nid = "checkout"\nlevels = [["sms:+331234"]]\n'
+    [problem] = problems(tmp_path, twice)
+    assert "duplicate service id" in problem and "#1" in problem
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    """Several mistakes give several lines, not just the first."""
+    found = problems(tmp_path, GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "soon"')
+                     .replace('kind = "twilio"', 'kind = "carrier-pigeon"')
+                     .replace('listen = "127.0.0.1:9090"', 'listen = "nowhere"'))
+    assert len(found) == 3
+
+
+def test_twilio_needs_its_credentials_unless_the_environment_has_them(tmp_path):
+    """auth_token may come from PAGER_SMS_AUTH_TOKEN instead of the file."""
+    without = GOOD.replace('auth_token = "tok"\n', "")
+    [problem] = problems(tmp_path, without)
+    assert "[sms] auth_token: required" in problem and "PAGER_SMS_AUTH_TOKEN" in problem
+    config = load_config(write(tmp_path, without), {"PAGER_SMS_AUTH_TOKEN": "from-env"})
+    assert config.sms.auth_token == "from-env"
+
+
+def test_environment_secret_wins_over_the_file(tmp_path):
+    """PAGER_SERVER_TOKEN overrides [server] token."""
+    config = load_config(write(tmp_path, GOOD), {"PAGER_SERVER_TOKEN": "from-env"})
+    assert config.server.token == "from-env"
+
+
+def test_check_config_exits_2_and_prints_each_problem(tmp_path, capsys):
+    """The CLI prints one line per problem on stderr and exits 2."""
+    path = write(tmp_path, GOOD.replace("sms:+33600000002", "fax:123") + "\n[extra]\n")
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(str(path)) for line in lines)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    """A path that does not exist is reported, not a traceback."""
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
