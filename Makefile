@@ -27,6 +27,7 @@ run: install
 bench: install
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_durability.py
+	$(BIN)/python bench/bench_http.py
 
 image:
 	docker build -t pager-actors .

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
-def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:
-    """Readable lines on a terminal, JSON lines otherwise."""
+def configure_logging(level: int | None = None, *, json: bool | None = None) -> None:
+    """Readable lines on a terminal, JSON lines otherwise; level from PAGER_LOG_LEVEL (info)."""
+    if level is None:
+        name = os.environ.get("PAGER_LOG_LEVEL", "info").upper()
+        level = logging.getLevelNamesMapping().get(name, logging.INFO)
     if json is None:
         json = not sys.stdout.isatty()
     renderer: structlog.types.Processor = (
