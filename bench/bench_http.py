@@ -96,7 +96,7 @@ def with_wrk(url: str, services: int, seconds: int, concurrency: int, tmp: Path
     script.write_text(WRK_SCRIPT % {"services": services, "limit": 200_000})
     done = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency",
                            "-s", str(script), url], capture_output=True, text=True,
-                          timeout=seconds + 60)
+                          timeout=seconds + 60, check=True)
     out = done.stdout
     if "unexpected status" in out:
         raise RuntimeError(out)

