@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -31,7 +30,7 @@ from adapters.memory import (
     RecordingSmsSender,
 )
 from adapters.sqlite import SqliteStore
-from bench.bench_engine import in_threads, policies
+from bench.bench_engine import in_threads, policies, report
 from pager_actors import Pager
 from pager_actors.domain import MonitoredService, RaiseAlert, decide
 from pager_actors.ports import Transition
@@ -176,10 +175,7 @@ def main() -> None:
         ("storm: RSS before / after", f"{figures['storm_rss_before_mib']} / "
                                       f"{figures['storm_rss_after_mib']} MiB"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps(figures))
+    report(rows, figures)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,14 @@ def ack_latency_under_flood(services: list[str], acks: int) -> tuple[float, floa
     return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], flooded[0]
 
 
+def report(rows: list[tuple[str, str]], figures: dict[str, object]) -> None:
+    """Print a two-column table, then the figures as one JSON line."""
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(figures))
+
+
 def run_suite(services: list[str], args: argparse.Namespace) -> dict[str, float]:
     cold, warm, mutex = throughput(services, args.rounds, args.callers)
     p50, p99, flooded = ack_latency_under_flood(services, args.acks)

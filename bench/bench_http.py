@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import ManualTimer
 from adapters.sqlite import SqliteStore
-from bench.bench_engine import in_threads, policies
+from bench.bench_engine import in_threads, policies, report
 from pager_actors import Pager
 from tests.servers import free_port
 
@@ -204,10 +203,7 @@ def main() -> None:
         ("in process (SQLite, 4 threads)", f"{figures['in_process_alerts_per_s']:,} alerts/s"),
         ("HTTP / in process", f"{figures['http_vs_in_process']}x"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps(figures))
+    report(rows, figures)
 
 
 if __name__ == "__main__":
