@@ -135,6 +135,9 @@ class InMemoryStore:
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
         with self._lock:
+            if not transitions:  # the frequent call: one delivery result
+                self._settle(deliveries)
+                return
             for t in transitions:  # check everything before changing anything
                 stored = self._states.get(t.state.service_id)
                 found = stored.version if stored is not None else 0
@@ -145,10 +148,13 @@ class InMemoryStore:
                 for effect in t.effects:
                     if isinstance(effect, Notify):
                         self._pending[effect.key] = effect
-            for result in deliveries:
-                self._pending.pop(result.delivery_id, None)
-                if result.error is not None:
-                    self.failed[result.delivery_id] = result.error
+            self._settle(deliveries)
+
+    def _settle(self, deliveries: Sequence[DeliveryResult]) -> None:
+        for result in deliveries:
+            self._pending.pop(result.delivery_id, None)
+            if result.error is not None:
+                self.failed[result.delivery_id] = result.error
 
     def armed_timeouts(self) -> list[ArmedTimeout]:
         with self._lock:

@@ -8,7 +8,7 @@ effects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pager_actors.domain.errors import UnknownServiceError
@@ -63,10 +63,12 @@ class Notify:
     target: Target
     subject: str
     text: str
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.service_id}/{self.incident}/{self.level}/{self.target.uri}"
+    def __post_init__(self) -> None:
+        # Computed once: the outbox, the adapters and the logs all ask for it.
+        object.__setattr__(self, "key",
+                           f"{self.service_id}/{self.incident}/{self.level}/{self.target.uri}")
 
 
 @dataclass(frozen=True, slots=True)
