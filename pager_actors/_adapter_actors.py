@@ -21,7 +21,15 @@ from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
-from pager_actors.domain import ArmAckTimeout, Effect, EmailTarget, Notify, SmsTarget, mask_target
+from pager_actors.domain import (
+    ArmAckTimeout,
+    Effect,
+    EmailTarget,
+    Notify,
+    SmsTarget,
+    mask_target,
+    mask_text,
+)
 from pager_actors.ports import (
     DeliveryResult,
     MailSender,
@@ -84,6 +92,9 @@ class Wiring:
 class _PortActor(pykka.ThreadingActor):
     channel: ClassVar[str]
     done: ClassVar[str] = "sent"
+    # A port call can hang on the network: such a thread must not keep the process alive
+    # after Pager.stop() gave up on it (its outbox row stays pending for the next start).
+    use_daemon_thread = True
 
     @staticmethod
     def _create_actor_inbox() -> ServiceInbox:
@@ -110,13 +121,19 @@ class _PortActor(pykka.ThreadingActor):
         try:
             self._call(effect)
         except TransientDeliveryError as failure:
-            if attempt < self._retry.attempts and self._schedule_retry(effect, attempt, failure):
+            if attempt < self._retry.attempts:
                 self._current = None
+                if not self._schedule_retry(effect, attempt, failure):
+                    # Stopping: not a final failure. The row stays pending for the next start.
+                    self._log.warning(f"{self.channel}_deferred", error=mask_text(str(failure)),
+                                      **_describe(effect))
+                    self._work.end()
                 return  # still pending work: the retry ends it
             error = str(failure)
         except Exception as failure:  # a port failure is reported, never fatal
             error = str(failure) or repr(failure)
         if error is not None:
+            error = mask_text(error)  # gateways echo numbers and addresses in their errors
             self._counts.failed += 1
             self._log.warning(f"{self.channel}_failed", error=error, attempts=attempt,
                               **_describe(effect))
@@ -138,7 +155,8 @@ class _PortActor(pykka.ThreadingActor):
         if not self._retry_later(delay, Retry(effect, attempt + 1)):
             return False  # stopping: the outbox row stays pending for the next start
         self._counts.retried += 1
-        self._log.warning(f"{self.channel}_retrying", error=str(failure), attempt=attempt,
+        self._log.warning(f"{self.channel}_retrying", error=mask_text(str(failure)),
+                          attempt=attempt,
                           delay_s=round(delay, 3), **_describe(effect))
         return True
 

@@ -86,13 +86,33 @@ class StoreWriter(pykka.ThreadingActor):
     def _create_actor_inbox() -> ServiceInbox:
         return ServiceInbox()
 
+    MAX_CARRIED = 100_000
+
     def __init__(self, store: StateStore, dispatcher: Dispatcher, work: WorkTracker,
                  on_lost_sync: Any) -> None:
         super().__init__()
+        self._carried: list[DeliveryResult] = []
         self._store = store
         self._dispatcher = dispatcher
         self._work = work
         self._on_lost_sync = on_lost_sync  # Callable[[str], None]: the registry reloads it
+
+    def on_stop(self) -> None:
+        """Whatever arrives after the stop request is refused, not silently dropped."""
+        inbox = self.actor_inbox
+        assert isinstance(inbox, ServiceInbox)
+        inbox.close(self._refuse)
+
+    def _refuse(self, left: list[Any]) -> None:
+        for envelope in left:
+            message = envelope.message
+            if isinstance(message, Commit):
+                message.future.fail(StoreError("the store writer stopped before this commit"))
+                self._work.end()
+            elif isinstance(message, DeliveryResult):
+                self._work.end()  # the row stays pending: it is sent again at the next start
+            elif envelope.reply_to is not None:
+                envelope.reply_to.set(None)
 
     def on_receive(self, message: Any) -> None:
         batch, stop = [message], None
@@ -108,51 +128,63 @@ class StoreWriter(pykka.ThreadingActor):
             stop.reply_to.set(self._handle_receive(stop.message))
 
     def _write(self, batch: list[Any]) -> None:
+        """Commit, then release effects and answers. Never raises: the writer must not die."""
         commits = [m for m in batch if isinstance(m, Commit)]
         results = [m for m in batch if isinstance(m, DeliveryResult)]
-        failed = self._commit(commits, results)
+        carried, self._carried = self._carried, []
+        failed, recorded = self._commit(commits, carried + results)
         for commit in commits:
             error = failed.get(commit.service_id)
-            if error is None:
-                self._dispatcher.dispatch(commit.effects, settled=1)
-                commit.future.set(commit.value)
-            else:
-                commit.future.fail(error)
-                self._work.end()
+            try:
+                if error is None:
+                    self._dispatcher.dispatch(commit.effects, settled=1)
+                    commit.future.set(commit.value)
+                else:
+                    commit.future.fail(error)
+                    self._work.end()
+            except Exception:
+                log.exception("commit_answer_failed", service=commit.service_id)
+        if not recorded:  # keep them for the next batch, so no row stays pending for nothing
+            self._carried = (carried + results)[-self.MAX_CARRIED:]
         self._work.end(len(results))
         for message in batch:
             if isinstance(message, Barrier):
-                message.then(message.service_id)
+                try:
+                    message.then(message.service_id)
+                except Exception:
+                    log.exception("barrier_callback_failed", service=message.service_id)
 
     def _commit(self, commits: list[Commit], results: list[DeliveryResult]
-                ) -> dict[str, StoreError]:
+                ) -> tuple[dict[str, StoreError], bool]:
         """Write the batch; on a conflict drop that service's commits and try the rest.
 
-        Returns the services whose commits failed, with the error to report.
+        Returns the services whose commits failed, with the error to report,
+        and whether the delivery results were recorded.
         """
         failed: dict[str, StoreError] = {}
         while True:
             transitions = [c.transition for c in commits
                            if c.transition is not None and c.service_id not in failed]
             if not transitions and not results:
-                return failed
+                return failed, True
             try:
                 self._store.commit(transitions, results)
-                return failed
+                return failed, True
             except VersionConflictError as error:
                 log.error("commit_conflict", service=error.service_id, error=str(error))
                 failed[error.service_id] = error
                 self._on_lost_sync(error.service_id)
-            except StoreError as error:
+            except Exception as error:  # any failure of the store fails this batch only
+                store_error = error if isinstance(error, StoreError) else StoreError(
+                    f"commit failed: {error!r}")
                 log.error("commit_failed", transitions=len(transitions),
-                          deliveries=len(results), error=str(error))
+                          deliveries=len(results), error=str(store_error))
                 for commit in commits:
                     if commit.service_id not in failed:
-                        failed[commit.service_id] = error
+                        failed[commit.service_id] = store_error
                         if commit.transition is not None:
                             self._on_lost_sync(commit.service_id)
-                # Delivery results stay unrecorded: those rows are sent again on recovery.
-                return failed
+                return failed, False
 
 
 class GroupCommitter:

@@ -7,6 +7,7 @@ held from creation until the result is set.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import threading
@@ -16,6 +17,7 @@ import pykka
 from pykka._types import OptExcInfo
 
 T = TypeVar("T")
+_log = logging.getLogger("pager_actors.future")
 
 # Guards the rare callback lists (only the HTTP layer uses them): one lock for all futures.
 _callbacks_lock = threading.Lock()
@@ -85,7 +87,10 @@ class CommandFuture(pykka.Future[T]):
             callbacks, self._callbacks = self._callbacks, None
         self._ready.release()
         for callback in callbacks or ():
-            callback(self)
+            try:
+                callback(self)
+            except Exception:  # a waiter's callback must not break whoever resolves the future
+                _log.exception("future callback failed")
 
 
 def failed(error: BaseException) -> CommandFuture[Any]:

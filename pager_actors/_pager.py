@@ -147,11 +147,11 @@ class Pager:
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
                     overload_timeout=overload_timeout)
+        if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
+            timer.attach(pager.deliver_timeout)
         pager._recover(clock())
         if rules.passivate_after is not None:
             pager._ticker = _Ticker(registry, min(rules.passivate_after / 4, 1.0))
-        if isinstance(timer, TimeoutSource):
-            timer.attach(pager.deliver_timeout)
         log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds(),
                  store=type(store).__name__)
         return pager
@@ -247,16 +247,24 @@ class Pager:
             log.error("pager_stop_timeout", phase="services", timeout_s=timeout)
         except pykka.ActorDeadError:
             pass
-        for ref in (self._registry, self._writer):
-            if ref is None:
-                continue
-            try:
-                ref.stop(timeout=left())
-            except pykka.Timeout:
-                log.error("pager_stop_timeout", phase=str(ref))
-        self._dispatcher.stop(timeout=left())
+        self._stop_actor(self._registry, left())
+        # Let accepted work finish: commits, deliveries and their outbox marks, which go
+        # through the writer, so it stops last. Past the deadline what is left stays
+        # pending in the outbox and is sent at the next start.
+        if not self._work.wait_idle(left()):
+            log.error("pager_stop_timeout", phase="deliveries", pending=self._work.pending)
         self._scheduler.close()
+        self._dispatcher.stop(timeout=left())
+        if self._writer is not None:
+            self._stop_actor(self._writer, left())
         log.info("pager_stopped")
+
+    @staticmethod
+    def _stop_actor(ref: pykka.ActorRef[Any], timeout: float) -> None:
+        try:
+            ref.stop(timeout=timeout)
+        except pykka.Timeout:
+            log.error("pager_stop_timeout", phase=str(ref))
 
     # -- introspection --------------------------------------------------------
 

@@ -17,6 +17,7 @@ Errors are JSON `{"error": "..."}`: 400 malformed, 401 missing or wrong token,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -181,6 +182,10 @@ def _field(body: dict[str, Any], name: str) -> str:
         raise HttpError(400, f"missing field {name!r}")
     if not isinstance(value, str) or not value.strip():
         raise HttpError(400, f"field {name!r} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON allows lone surrogates; UTF-8 does not
+        raise HttpError(400, f"field {name!r} is not valid Unicode text") from error
     return value
 
 
@@ -194,7 +199,8 @@ async def _committed(future: CommandFuture[Any]) -> Any:
             waiter.set_result(None)
 
     def wake(_: CommandFuture[Any]) -> None:
-        loop.call_soon_threadsafe(settle)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle)
 
     future.add_done_callback(wake)
     try:

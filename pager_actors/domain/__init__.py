@@ -14,7 +14,7 @@ from pager_actors.domain.decide import (
     token_for,
 )
 from pager_actors.domain.errors import PagerError, UnknownServiceError
-from pager_actors.domain.masking import mask_email, mask_phone, mask_target
+from pager_actors.domain.masking import mask_email, mask_phone, mask_target, mask_text
 from pager_actors.domain.model import (
     EmailTarget,
     EscalationPolicy,
@@ -53,6 +53,7 @@ __all__ = [
     "mask_email",
     "mask_phone",
     "mask_target",
+    "mask_text",
     "parse_target",
     "token_for",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pager_actors.domain.model import EmailTarget, SmsTarget, Target
 
 
@@ -16,6 +18,16 @@ def mask_phone(number: str) -> str:
     if len(number) <= 8:
         return number[:2] + "****"
     return f"{number[:4]}****{number[-4:]}"
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+\d{6,15}\b|\b\d{9,15}\b")
+
+
+def mask_text(text: str) -> str:
+    """Mask every email address and phone number found in free text (gateway errors)."""
+    text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
 
 
 def mask_target(target: Target) -> str:

@@ -24,3 +24,12 @@ def test_mask_target_dispatches_on_kind():
     """Targets are masked according to their channel."""
     assert mask_target(EmailTarget("bob@x.io")) == "b***@x.io"
     assert mask_target(SmsTarget("+33600000001")) == "+336****0001"
+
+
+def test_free_text_is_masked_but_keeps_codes_and_dates():
+    """Gateway errors lose their numbers and addresses, not their codes or dates."""
+    from pager_actors.domain import mask_text
+    text = ("The 'To' number +33600000001 is not valid (21211) on 2026-11-28; "
+            "550 <oncall@example.com> unknown")
+    assert mask_text(text) == ("The 'To' number +336****0001 is not valid (21211) on "
+                               "2026-11-28; 550 <o***@example.com> unknown")
