@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pager_actors.domain import EmailTarget, SmsTarget, mask_email, mask_phone, mask_target
+from pager_actors.domain import (
+    EmailTarget,
+    SmsTarget,
+    mask_email,
+    mask_phone,
+    mask_target,
+    mask_text,
+)
 
 
 def test_phone_keeps_prefix_and_last_four_digits():
@@ -28,7 +35,6 @@ def test_mask_target_dispatches_on_kind():
 
 def test_free_text_is_masked_but_keeps_codes_and_dates():
     """Gateway errors lose their numbers and addresses, not their codes or dates."""
-    from pager_actors.domain import mask_text
     text = ("The 'To' number +33600000001 is not valid (21211) on 2026-11-28; "
             "550 <oncall@example.com> unknown")
     assert mask_text(text) == ("The 'To' number +336****0001 is not valid (21211) on "
