@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pager_actors.domain import EscalationPolicy, Level, Target, parse_target
+from pager_actors.domain import (
+    EmailTarget,
+    EscalationPolicy,
+    Level,
+    SmsTarget,
+    Target,
+    parse_target,
+)
 
 
 class ConfigError(Exception):
@@ -103,6 +111,7 @@ class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
+        self.invalid: set[tuple[str, str]] = set()  # given, but refused: not also "missing"
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{self.path}: {where}: {message}")
@@ -122,6 +131,7 @@ class _Checker:
             try:
                 values[key] = fields[key](value)
             except (TypeError, ValueError) as error:
+                self.invalid.add((name, key))
                 self.problem(f"[{name}] {key}", str(error))
         return values
 
@@ -179,17 +189,48 @@ def _positive_int(value: Any) -> int:
 
 _STR, _BOOL = _of(str, "a string"), _of(bool, "true or false")
 
+
+def _nonempty(value: Any) -> str:
+    text = _STR(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return str(text)
+
+
+def _http_url(value: Any) -> str:
+    url = _STR(value)
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return str(url)
+
+
+def _email(value: Any) -> str:
+    return EmailTarget(_STR(value)).address
+
+
+def _phone(value: Any) -> str:
+    return SmsTarget(_STR(value)).number
+
+
+def _readable_file(value: Any) -> Path:
+    path = Path(_STR(value))
+    if not path.is_file():
+        raise ValueError(f"no such file: {value!r}")
+    return path
+
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "server": {"listen": _listen, "token": _STR, "max_body_bytes": _positive_int},
+    "server": {"listen": _listen, "token": _nonempty, "max_body_bytes": _positive_int},
     "pager": {"ack_timeout": _positive_duration, "state": _STR,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},
-    "mail": {"kind": _choice("smtp", "log"), "host": _STR, "port": _port, "sender": _STR,
-             "starttls": _BOOL, "username": _STR, "password": _STR, "ca_file": _STR,
-             "timeout": _positive_duration},
-    "sms": {"kind": _choice("twilio", "log"), "base_url": _STR, "account_sid": _STR,
-            "auth_token": _STR, "from": _STR, "timeout": _positive_duration},
-    "alertmanager": {"service_label": _STR},
+    "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
+             "sender": _email, "starttls": _BOOL, "username": _nonempty,
+             "password": _nonempty, "ca_file": _readable_file, "timeout": _positive_duration},
+    "sms": {"kind": _choice("twilio", "log"), "base_url": _http_url,
+            "account_sid": _nonempty, "auth_token": _nonempty, "from": _phone,
+            "timeout": _positive_duration},
+    "alertmanager": {"service_label": _nonempty},
 }
 
 _SECRETS = {("server", "token"), ("mail", "username"), ("mail", "password"),
@@ -286,7 +327,10 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
     # A relative state file lives next to the config, wherever the daemon is started from.
     pager["state"] = path.parent / Path(pager.get("state", PagerConfig.state))
     if "ca_file" in mail:
-        mail["ca_file"] = Path(mail["ca_file"])
+        try:
+            ssl.create_default_context(cafile=str(mail["ca_file"]))
+        except (ssl.SSLError, OSError) as error:
+            check.problem("[mail] ca_file", f"not a usable CA certificate file: {error}")
     if "from" in sms:
         sms["from_number"] = sms.pop("from")
     _check_senders(mail, sms, check)
@@ -303,13 +347,13 @@ def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -
     """Keys that become required once a real sender is chosen."""
     if mail.get("kind") == "smtp":
         for key in ("host", "sender"):
-            if key not in mail:
+            if key not in mail and ("mail", key) not in check.invalid:
                 check.problem(f"[mail] {key}", 'required when kind = "smtp"')
         if ("username" in mail) != ("password" in mail):
             check.problem("[mail] username", "username and password go together")
     if sms.get("kind") == "twilio":
         for key, shown in (("account_sid", "account_sid"), ("auth_token", "auth_token"),
                            ("from_number", "from")):
-            if key not in sms:
+            if key not in sms and ("sms", shown) not in check.invalid:
                 check.problem(f"[sms] {shown}", 'required when kind = "twilio" (or set '
                                                 f"PAGER_SMS_{shown.upper()})")

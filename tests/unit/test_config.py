@@ -151,3 +151,27 @@ def test_check_config_exits_2_and_prints_each_problem(tmp_path, capsys):
 def test_missing_file_is_a_clear_error(tmp_path):
     """A path that does not exist is reported, not a traceback."""
     assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+
+
+@pytest.mark.parametrize("change,where", [
+    (('token = "from-file"', 'token = ""'), "[server] token: must not be empty"),
+    (('base_url = "http://127.0.0.1:9999"', 'base_url = "api.twilio.com"'),
+     "[sms] base_url: expected an http:// or https:// URL"),
+    (('sender = "pager@example.com"', 'sender = "pager"'), "[mail] sender: not an email"),
+    (('from = "+15550000000"', 'from = "twilio"'), "[sms] from: not a phone number"),
+    (('starttls = true', 'starttls = true\nca_file = "/nonexistent/ca.pem"'),
+     "[mail] ca_file: no such file"),
+])
+def test_values_that_would_fail_at_run_time_are_refused_up_front(tmp_path, change, where):
+    """An empty token, a URL without scheme, a bad sender or CA file: refused by check-config."""
+    [problem] = problems(tmp_path, GOOD.replace(*change))
+    assert where in problem
+
+
+def test_a_file_that_is_not_a_ca_certificate_is_refused(tmp_path):
+    """ca_file must load as a CA bundle, not just exist."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    [problem] = problems(tmp_path, GOOD.replace("starttls = true",
+                                                f'starttls = true\nca_file = "{junk}"'))
+    assert "[mail] ca_file: not a usable CA certificate file" in problem
