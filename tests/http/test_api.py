@@ -207,3 +207,29 @@ def test_unknown_route_and_method_are_json(world):
     assert client.get("/api/v2/nothing").json()["error"].startswith("no route")
     assert client.get("/api/v1/alerts").status_code == 405
     assert client.post("/api/v1/services/checkout/reboot").status_code == 404
+
+
+def test_oversized_chunked_body_is_413(world):
+    """Without a Content-Length, the body is counted as it streams in."""
+    client, pager, *_ = world
+
+    def chunks():
+        yield b'{"service_id": "checkout", "message": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    response = client.post("/api/v1/alerts", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert pager.status("checkout").health.value == "healthy"
+
+
+def test_lone_surrogate_in_a_message_is_400(world):
+    """JSON allows a lone surrogate; UTF-8 storage does not: refused before any state."""
+    client, pager, *_ = world
+    response = client.post("/api/v1/alerts", content=b'{"service_id": "checkout", '
+                                                     b'"message": "bad \\ud800 text"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Unicode" in response.json()["error"]
+    assert pager.status("checkout").health.value == "healthy"
