@@ -126,6 +126,9 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         Route("/api/v1/services/{service_id}/{command:str}",
               _guard(post_command, token, commands=("acknowledge", "healthy")),
               methods=["POST"]),
+        # Any other /api/ path: the token is still checked first, then 404.
+        Route("/api/{rest:path}", _guard(_api_not_found, token),
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
@@ -259,6 +262,10 @@ def _accepted(service_id: str, outcome: Any) -> JSONResponse:
 def _status_json(service_id: str, status: ServiceStatus) -> dict[str, Any]:
     return {"service_id": service_id, "health": status.health.value, "level": status.level,
             "acknowledged": status.acknowledged, "message": status.message}
+
+
+async def _api_not_found(request: Request) -> Response:
+    raise HttpError(404, f"no route for {request.method} {request.url.path}")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
