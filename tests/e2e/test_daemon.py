@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import time
 from collections import Counter
@@ -143,3 +144,32 @@ def test_bad_config_starts_nothing(tmp_path):
         daemon.start()
     assert "[pager] ack_timeout: not a duration" in (tmp_path / "daemon.log").read_text()
     assert not (tmp_path / "x.db").exists()
+
+
+def test_sigterm_with_a_hanging_mail_relay_still_exits_0_within_10_s(tmp_path):
+    """A relay that accepts connections but never speaks cannot hold the shutdown hostage."""
+    silent = socket.create_server(("127.0.0.1", 0))  # completes TCP handshakes, says nothing
+    services = "".join(f'\n[[services]]\nid = "svc-{i}"\nlevels = [["mailto:a{i}@example.com"]]\n'
+                       for i in range(6))
+    with SmsGateway(account_sid="AC42", auth_token="tok") as sms, silent:
+        config = tmp_path / "pager.toml"
+        config.write_text(config_text(port=new_port(), state=tmp_path / "pager.db",
+                                      smtp_port=silent.getsockname()[1], sms_url=sms.base_url,
+                                      ack_timeout="1h", services=services)
+                          .replace('sender = "pager@example.com"',
+                                   'sender = "pager@example.com"\ntimeout = "3s"'))
+        daemon = Daemon(config, tmp_path / "daemon.log",
+                        env={"PAGER_SMS_AUTH_TOKEN": "tok"}).start()
+        try:
+            for i in range(6):
+                assert daemon.api("POST", "/api/v1/alerts", json={
+                    "service_id": f"svc-{i}", "message": "down"}).status_code == 202
+            started = time.monotonic()
+            assert daemon.terminate(timeout=15) == 0
+            assert time.monotonic() - started < 10
+        finally:
+            daemon.stop_quietly()
+    db = sqlite3.connect(tmp_path / "pager.db")
+    statuses = {status for (status,) in db.execute("SELECT status FROM outbox")}
+    db.close()
+    assert "failed" not in statuses, "an undelivered mail was marked failed at shutdown"
