@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -120,9 +121,10 @@ class Pager:
             from adapters.memory import InMemoryStore  # noqa: PLC0415 - the documented default
             store = InMemoryStore()
         rules = supervision or Supervision()
-        rules = Supervision(**{**rules.__dict__, "max_live": max_live_services,
-                               "passivate_after": passivate_after.total_seconds()
-                               if passivate_after else rules.passivate_after})
+        rules = dataclasses.replace(
+            rules, max_live=max_live_services,
+            passivate_after=passivate_after.total_seconds() if passivate_after
+            else rules.passivate_after)
         work, counters = WorkTracker(), Counters()
         scheduler = Scheduler()
         dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy())

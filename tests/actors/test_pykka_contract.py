@@ -29,7 +29,6 @@ class Echo(pykka.ThreadingActor):
         self.failed.set()
 
     def on_stop(self):
-        self.alive_in_on_stop = self.actor_ref.is_alive()
         self.stopped.set()
 
 
