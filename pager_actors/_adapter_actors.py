@@ -1,16 +1,22 @@
-"""Adapter actors: one per port, so a slow gateway holds up only its own queue.
+"""Adapter actors: a small pool of them per port, so a slow gateway holds up only its own sends.
 
-Service actors (or the store writer, once a commit is durable) hand these
-actors their effects and move on. Each actor calls its port one effect at a
-time, catches and logs any failure, counts it, reports the delivery result to
-the outbox, and never lets one target's failure stop the next. If the actor
-itself crashes, the Dispatcher starts a new one with the effects still queued.
+Service actors (or the store writer, once a commit is durable) hand their
+effects to the `Dispatcher` and move on. Each channel (mail, SMS, timer) has
+`DeliveryLanes` and `concurrency` adapter actors: a send for a recipient who
+already has one in flight waits behind it, so a recipient whose gateway hangs
+holds one actor and never all of them. Each actor calls its port one effect
+at a time, catches and logs any failure, counts it, reports the delivery
+result to the outbox, and never lets one target's failure stop the next. If an
+actor itself crashes, the Dispatcher puts its unfinished effects back in their
+lanes and starts a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +25,7 @@ import structlog
 
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
+from pager_actors._lanes import DeliveryLanes, LanesClosed
 from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
@@ -66,8 +73,18 @@ class Retry:
     attempt: int
 
 
+Job = Effect | Retry
+Lanes = DeliveryLanes[ServiceInbox, Job]
+
+
+def recipient(job: Job) -> Hashable:
+    """Who a job is for: the target of a notification, the service of a timer."""
+    effect = job.effect if type(job) is Retry else job
+    return effect.target if type(effect) is Notify else effect.service_id  # type: ignore[union-attr]
+
+
 class ChannelCounts:
-    """Deliveries of one channel. Only its adapter actor writes it, so it needs no lock."""
+    """Deliveries counted by one adapter actor. Only that actor writes it: no lock."""
 
     __slots__ = ("failed", "retried", "succeeded")
 
@@ -82,9 +99,10 @@ class Wiring:
     """What an adapter actor is connected to."""
 
     work: WorkTracker
-    counts: ChannelCounts
+    lanes: Lanes
+    counts: ChannelCounts  # this actor's own: several actors share a channel
     settle: Settle | None  # reports delivery results to the outbox
-    on_crash: Callable[[str, list[Any]], None]  # starts a replacement with the leftovers
+    on_exit: Callable[[ServiceInbox, list[Job], bool], None]  # (inbox, unfinished, crashed)
     retry_later: Callable[[float, Retry], bool]
     retry: RetryPolicy
 
@@ -103,20 +121,32 @@ class _PortActor(pykka.ThreadingActor):
     def __init__(self, wiring: Wiring) -> None:
         super().__init__()
         self._work = wiring.work
-        self._counts = wiring.counts
+        self._lanes = wiring.lanes
         self._settle = wiring.settle
-        self._on_crash = wiring.on_crash
+        self._counts = wiring.counts
+        self._on_exit = wiring.on_exit
         self._retry_later = wiring.retry_later
         self._retry = wiring.retry
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
-        self._current: Any = None  # the effect being handled, until its port was called
+        self._current: Any = None  # the job being handled, until its port was called
 
     def on_receive(self, message: Any) -> None:
-        self._current = message
-        effect, attempt = ((message.effect, message.attempt) if isinstance(message, Retry)
-                           else (message, 1))
+        """Handle the job handed over, then the next ones the lanes give, until none is left.
+
+        Asking the lanes directly costs no inbox round trip; the inbox only
+        wakes an idle actor (or carries pykka's stop request).
+        """
+        inbox = self.actor_inbox
+        job: Job | None = message
+        while job is not None:
+            self._current = job
+            self._deliver(job)
+            job = self._lanes.next(inbox)  # type: ignore[arg-type]
+
+    def _deliver(self, job: Job) -> None:
+        effect, attempt = (job.effect, job.attempt) if isinstance(job, Retry) else (job, 1)
         error: str | None = None
         try:
             self._call(effect)
@@ -162,24 +192,28 @@ class _PortActor(pykka.ThreadingActor):
 
     def on_failure(self, *exc_info: Any) -> None:
         self._log.error(f"{self.channel}_actor_crashed", error=repr(exc_info[1]))
-        first = [] if self._current is None else [Envelope(self._current)]
-        inbox = self.actor_inbox
-        assert isinstance(inbox, ServiceInbox)
-        inbox.close(lambda left: self._on_crash(self.channel, first + left))
+        self._exit(crashed=True)
 
     def on_stop(self) -> None:
+        self._exit(crashed=False)
+
+    def _exit(self, crashed: bool) -> None:
+        """Hand the unfinished job and the inbox leftovers over, under the inbox lock."""
+        first = [] if self._current is None else [self._current]
         inbox = self.actor_inbox
         assert isinstance(inbox, ServiceInbox)
-        inbox.close(self._drop)
+        inbox.close(lambda left: self._on_exit(inbox, first + _jobs(left), crashed))
 
-    def _drop(self, left: list[Any]) -> None:
-        """Effects queued after the stop request: logged; their outbox rows stay pending."""
-        for envelope in left:
-            message = envelope.message
-            effect = message.effect if isinstance(message, Retry) else message
-            if isinstance(effect, Notify | ArmAckTimeout):
-                self._log.error("effect_dropped", reason="pager stopped", **_describe(effect))
-                self._work.end()
+
+def _jobs(envelopes: list[Any]) -> list[Job]:
+    """The jobs among a closed inbox's leftovers; a stop request left there is answered."""
+    jobs = []
+    for envelope in envelopes:
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(None)
+        else:
+            jobs.append(envelope.message)
+    return jobs
 
 
 class MailActor(_PortActor):
@@ -219,9 +253,9 @@ class TimerActor(_PortActor):
 
 
 def _channel(effect: Effect) -> str:
-    if isinstance(effect, ArmAckTimeout):
+    if type(effect) is ArmAckTimeout:
         return "timer"
-    return "mail" if isinstance(effect.target, EmailTarget) else "sms"
+    return "mail" if type(effect.target) is EmailTarget else "sms"  # type: ignore[union-attr]
 
 
 def _describe(effect: Effect) -> dict[str, object]:
@@ -232,89 +266,154 @@ def _describe(effect: Effect) -> dict[str, object]:
             "delay_s": effect.delay.total_seconds()}
 
 
-class Dispatcher:
-    """Routes effects to the adapter actors, counting each as pending work.
+class _Channel:
+    """One channel: its lanes, its port, its live adapter actors, and every actor's counts."""
 
-    It also supervises them: a crashed adapter actor is replaced at once by a
-    new one that first gets the effects the old one had not finished.
+    def __init__(self, name: str, actor: type[_PortActor], port: Any) -> None:
+        self.name = name
+        self.actor = actor
+        self.port = port
+        self.lanes: Lanes = DeliveryLanes(recipient)
+        self.refs: dict[ServiceInbox, pykka.ActorRef[Any]] = {}
+        self.counts: list[ChannelCounts] = []  # kept after an actor is gone: counts add up
+
+    def totals(self) -> ChannelCounts:
+        total = ChannelCounts()
+        for counts in list(self.counts):
+            total.succeeded += counts.succeeded
+            total.failed += counts.failed
+            total.retried += counts.retried
+        return total
+
+
+class Dispatcher:
+    """Routes effects to the adapter actors through each channel's lanes, counting each as
+    pending work.
+
+    It also supervises the actors: a crashed one is replaced at once, and the
+    effect it had not finished goes back to the front of its recipient's lane.
     """
 
     CHANNELS = ("mail", "sms", "timer")
 
     def __init__(self, work: WorkTracker, counters: Counters, scheduler: Scheduler,
-                 retry: RetryPolicy) -> None:
+                 retry: RetryPolicy, concurrency: dict[str, int] | None = None) -> None:
         self._work = work
         self._counters = counters
         self._scheduler = scheduler
         self._retry = retry
-        self._refs: dict[str, pykka.ActorRef[Any]] = {}
-        self._inboxes: dict[str, ServiceInbox] = {}
-        self._factories: dict[str, Callable[[], pykka.ActorRef[Any]]] = {}
-        self.counts = {channel: ChannelCounts() for channel in self.CHANNELS}
-        self._stopping = False
+        # set_timeout never blocks: one timer actor is enough.
+        self._concurrency = {"mail": 1, "sms": 1, "timer": 1, **(concurrency or {})}
+        self._channels: dict[str, _Channel] = {}
+        self._settle: Settle | None = None
 
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
               settle: Settle | None) -> None:
-        ports: dict[str, tuple[type[_PortActor], Any]] = {
-            "mail": (MailActor, mail), "sms": (SmsActor, sms), "timer": (TimerActor, timer)}
-        for channel, (actor, port) in ports.items():
-            def factory(actor: type[_PortActor] = actor, port: Any = port,
-                        channel: str = channel) -> pykka.ActorRef[Any]:
-                return actor.start(port, Wiring(self._work, self.counts[channel], settle,
-                                                self._replace, self._retry_later, self._retry))
-            self._factories[channel] = factory
-            self._spawn(channel, [])
+        self._settle = settle
+        for channel in (_Channel("mail", MailActor, mail), _Channel("sms", SmsActor, sms),
+                        _Channel("timer", TimerActor, timer)):
+            self._channels[channel.name] = channel
+            for _ in range(self._concurrency[channel.name]):
+                self._spawn(channel)
 
-    def _spawn(self, channel: str, backlog: list[Any]) -> None:
-        ref = self._factories[channel]()
-        for envelope in backlog:
-            ref.actor_inbox.put(envelope)
-        self._refs[channel] = ref
-        self._inboxes[channel] = ref.actor_inbox  # type: ignore[assignment]
+    def _spawn(self, channel: _Channel) -> None:
+        counts = ChannelCounts()
+        channel.counts.append(counts)
 
-    def _replace(self, channel: str, backlog: list[Any]) -> None:
-        """Called by a crashed adapter actor, under its closed inbox's lock."""
-        if self._stopping:
+        def on_exit(inbox: ServiceInbox, unfinished: list[Job], crashed: bool) -> None:
+            self._exited(channel, inbox, unfinished, crashed)
+
+        ref = channel.actor.start(channel.port, Wiring(
+            self._work, channel.lanes, counts, self._settle, on_exit, self._retry_later,
+            self._retry))
+        inbox: ServiceInbox = ref.actor_inbox  # type: ignore[assignment]
+        channel.refs[inbox] = ref
+        first = channel.lanes.join(inbox)
+        if first is not None:
+            self._hand(channel, inbox, first)
+
+    def _exited(self, channel: _Channel, inbox: ServiceInbox, unfinished: list[Job],
+                crashed: bool) -> None:
+        """Called by an adapter actor that crashed or stopped, under its closed inbox's lock."""
+        channel.refs.pop(inbox, None)
+        try:
+            started = channel.lanes.retire(inbox, unfinished)
+        except LanesClosed:
+            for job in unfinished:
+                self._drop(job, "pager stopped")
             return
-        self._counters.inc("adapter_restarts")
-        log.error("adapter_actor_restarted", channel=channel, requeued=len(backlog))
-        self._spawn(channel, backlog)
+        for idle, job in started:
+            self._hand(channel, idle, job)
+        # A crash is a bug: replace the actor. One stopped from outside is not replaced
+        # (pykka's stop_all must end with no actor left); the others take its recipients.
+        if crashed:
+            self._counters.inc("adapter_restarts")
+            log.error("adapter_actor_restarted", channel=channel.name, requeued=len(unfinished))
+            self._spawn(channel)
 
     def _retry_later(self, delay: float, retry: Retry) -> bool:
         """Queue `retry` on its channel after `delay` s; False if the pager is stopping."""
-        channel = _channel(retry.effect)
+        channel = self._channels[_channel(retry.effect)]
         try:
-            self._scheduler.call_later(delay, lambda: self._put(channel, retry))
+            self._scheduler.call_later(delay, lambda: self._offer(channel, retry))
         except RuntimeError:
             return False
         return True
 
+    def counts(self) -> dict[str, ChannelCounts]:
+        """Deliveries so far, by channel."""
+        return {name: channel.totals() for name, channel in self._channels.items()}
+
     def queue_depths(self) -> dict[str, int]:
-        return {channel: inbox.qsize() for channel, inbox in self._inboxes.items()}
+        """Effects waiting for an adapter actor (not started), by channel."""
+        return {name: channel.lanes.queued for name, channel in self._channels.items()}
 
     def dispatch(self, effects: tuple[Effect, ...], settled: int = 0) -> None:
         """Queue `effects`; `settled` units of work end at the same time (one lock, not two)."""
         self._work.add(len(effects) - settled)
+        channels = self._channels
         for effect in effects:
-            self._put(_channel(effect), effect)
+            self._offer(channels[_channel(effect)], effect)
 
-    def _put(self, channel: str, message: Effect | Retry) -> None:
-        for _ in range(2):  # a crashed actor's replacement is published before InboxClosed
-            try:
-                self._inboxes[channel].put(Envelope(message))
-                return
-            except InboxClosed:
-                continue
-        effect = message.effect if isinstance(message, Retry) else message
-        # Only once the pager is stopping: adapters stop after every service.
+    def _offer(self, channel: _Channel, job: Job) -> None:
+        try:
+            idle = channel.lanes.offer(job)
+        except LanesClosed:  # only once the pager is stopping: adapters stop after services
+            self._drop(job, "adapter stopped")
+            return
+        if idle is not None:
+            self._hand(channel, idle, job)
+
+    def _hand(self, channel: _Channel, inbox: ServiceInbox, job: Job) -> None:
+        """Give `job` to the idle actor behind `inbox`."""
+        try:
+            inbox.put(Envelope(job))
+        except InboxClosed:  # it stopped meanwhile; its exit released it from the lanes
+            self._offer(channel, job)
+
+    def _drop(self, job: Job, reason: str) -> None:
+        """A job no actor will run: logged; its outbox row stays pending for the next start."""
+        effect = job.effect if isinstance(job, Retry) else job
         self._work.end()
         self._counters.inc("effects_dropped")
-        log.error("effect_dropped", reason="adapter stopped", **_describe(effect))
+        log.error("effect_dropped", reason=reason, **_describe(effect))
 
     def stop(self, timeout: float) -> None:
-        self._stopping = True
-        for ref in self._refs.values():
+        """Drop the effects not started (logged), then stop every adapter actor within `timeout`.
+
+        An actor still inside a port call past `timeout` is left to its daemon thread.
+        """
+        for channel in self._channels.values():
+            for job in channel.lanes.close():
+                self._drop(job, "pager stopped")
+        deadline = time.monotonic() + timeout
+        stops = []
+        for channel in self._channels.values():
+            for ref in list(channel.refs.values()):
+                with contextlib.suppress(InboxClosed):  # it is stopping already
+                    stops.append((ref, ref.stop(block=False)))
+        for ref, stopped in stops:
             try:
-                ref.stop(timeout=timeout)
+                stopped.get(timeout=max(deadline - time.monotonic(), 0.0))
             except pykka.Timeout:
                 log.error("adapter_stop_timeout", actor=str(ref))

@@ -108,15 +108,24 @@ class Pager:
         clock: Callable[[], datetime] = _utc_now,
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
+        mail_concurrency: int = 8,
+        sms_concurrency: int = 8,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
         Recovery: every open, unacknowledged incident in the store has its
         timeout armed again with the time that remains (0 if past due), and
         every notification not yet delivered is sent again.
+
+        `mail_concurrency` and `sms_concurrency`: at most this many sends in
+        flight on the channel, and never two for the same recipient.
         """
         if ack_timeout <= timedelta(0):
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
+        for name, value in (("mail_concurrency", mail_concurrency),
+                            ("sms_concurrency", sms_concurrency)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         if store is None:
             from adapters.memory import InMemoryStore  # noqa: PLC0415 - the documented default
             store = InMemoryStore()
@@ -127,7 +136,8 @@ class Pager:
             else rules.passivate_after)
         work, counters = WorkTracker(), Counters()
         scheduler = Scheduler()
-        dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy())
+        dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy(),
+                                {"mail": mail_concurrency, "sms": sms_concurrency})
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer
@@ -273,7 +283,7 @@ class Pager:
     def stats(self) -> dict[str, int]:
         """Counters since start: incidents, escalations, deliveries by channel, restarts..."""
         figures = self._counters.snapshot()
-        for channel, counts in self._dispatcher.counts.items():
+        for channel, counts in self._dispatcher.counts().items():
             figures[f"{channel}_{'armed' if channel == 'timer' else 'sent'}"] = counts.succeeded
             figures[f"{channel}_failed"] = counts.failed
             figures[f"{channel}_retried"] = counts.retried
@@ -284,7 +294,8 @@ class Pager:
         return figures
 
     def mailbox_depths(self) -> dict[str, int]:
-        """Messages waiting in the shared actors' inboxes (registry, store writer, adapters)."""
+        """Messages waiting: in the registry's and store writer's inboxes, and, for mail, sms
+        and timer, the effects not yet started."""
         depths = {"registry": self._registry.actor_inbox.qsize()}  # type: ignore[attr-defined]
         if self._writer is not None:
             depths["store_writer"] = self._writer.actor_inbox.qsize()  # type: ignore[attr-defined]
