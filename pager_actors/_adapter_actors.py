@@ -50,6 +50,12 @@ log = structlog.get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
 
+# A job queued while some actors are busy waits for one of them to finish it; an idle actor
+# takes it only if it waited this long (see DeliveryLanes.check). A port that answers in
+# microseconds keeps one actor busy instead of waking a thread per effect; a slow or hung
+# one gets every idle actor working within this delay.
+HELP_AFTER = 0.005
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -269,11 +275,12 @@ def _describe(effect: Effect) -> dict[str, object]:
 class _Channel:
     """One channel: its lanes, its port, its live adapter actors, and every actor's counts."""
 
-    def __init__(self, name: str, actor: type[_PortActor], port: Any) -> None:
+    def __init__(self, name: str, actor: type[_PortActor], port: Any,
+                 schedule_check: Callable[[_Channel], None]) -> None:
         self.name = name
         self.actor = actor
         self.port = port
-        self.lanes: Lanes = DeliveryLanes(recipient)
+        self.lanes: Lanes = DeliveryLanes(recipient, lambda: schedule_check(self))
         self.refs: dict[ServiceInbox, pykka.ActorRef[Any]] = {}
         self.counts: list[ChannelCounts] = []  # kept after an actor is gone: counts add up
 
@@ -310,8 +317,9 @@ class Dispatcher:
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
               settle: Settle | None) -> None:
         self._settle = settle
-        for channel in (_Channel("mail", MailActor, mail), _Channel("sms", SmsActor, sms),
-                        _Channel("timer", TimerActor, timer)):
+        for channel in (_Channel("mail", MailActor, mail, self._schedule_check),
+                        _Channel("sms", SmsActor, sms, self._schedule_check),
+                        _Channel("timer", TimerActor, timer, self._schedule_check)):
             self._channels[channel.name] = channel
             for _ in range(self._concurrency[channel.name]):
                 self._spawn(channel)
@@ -350,6 +358,16 @@ class Dispatcher:
             self._counters.inc("adapter_restarts")
             log.error("adapter_actor_restarted", channel=channel.name, requeued=len(unfinished))
             self._spawn(channel)
+
+    def _schedule_check(self, channel: _Channel) -> None:
+        try:
+            self._scheduler.call_later(HELP_AFTER, lambda: self._check(channel))
+        except RuntimeError:  # the scheduler is closed: stopping; check at once
+            self._check(channel)
+
+    def _check(self, channel: _Channel) -> None:
+        for idle, job in channel.lanes.check():
+            self._hand(channel, idle, job)
 
     def _retry_later(self, delay: float, retry: Retry) -> bool:
         """Queue `retry` on its channel after `delay` s; False if the pager is stopping."""
