@@ -14,12 +14,18 @@ from pager_actors.ports import PermanentDeliveryError, TransientDeliveryError
 
 
 class TwilioSmsSender:
+    """Thread-safe: httpx's client keeps up to `max_connections` connections alive and
+    shares them; give it as many as there are concurrent senders, so none waits for one."""
+
     def __init__(self, base_url: str, account_sid: str, auth_token: str, from_number: str,
-                 *, timeout: float = 10.0) -> None:
+                 *, timeout: float = 10.0, max_connections: int = 8) -> None:
         self.account_sid = account_sid
         self.from_number = from_number
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
         self._client = httpx.Client(base_url=base_url.rstrip("/"),
-                                    auth=(account_sid, auth_token), timeout=timeout)
+                                    auth=(account_sid, auth_token), timeout=timeout,
+                                    limits=limits)
 
     def send_sms(self, to: str, text: str) -> None:
         path = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"

@@ -64,6 +64,7 @@ class MailConfig:
     password: str | None = None
     ca_file: Path | None = None
     timeout: timedelta = timedelta(seconds=10)
+    max_concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class SmsConfig:
     auth_token: str | None = None
     from_number: str | None = None
     timeout: timedelta = timedelta(seconds=10)
+    max_concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,16 @@ def _positive_int(value: Any) -> int:
     return int(number)
 
 
+MAX_CONCURRENCY = 256  # sends in flight per channel: a thread and a connection each
+
+
+def _concurrency(value: Any) -> int:
+    number = _positive_int(value)
+    if number > MAX_CONCURRENCY:
+        raise ValueError(f"must be at most {MAX_CONCURRENCY}, got {value!r}")
+    return number
+
+
 _STR, _BOOL = _of(str, "a string"), _of(bool, "true or false")
 
 
@@ -226,10 +238,11 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},
     "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
              "sender": _email, "starttls": _BOOL, "username": _nonempty,
-             "password": _nonempty, "ca_file": _readable_file, "timeout": _positive_duration},
+             "password": _nonempty, "ca_file": _readable_file, "timeout": _positive_duration,
+             "max_concurrency": _concurrency},
     "sms": {"kind": _choice("twilio", "log"), "base_url": _http_url,
             "account_sid": _nonempty, "auth_token": _nonempty, "from": _phone,
-            "timeout": _positive_duration},
+            "timeout": _positive_duration, "max_concurrency": _concurrency},
     "alertmanager": {"service_label": _nonempty},
 }
 

@@ -41,7 +41,8 @@ def mail_sender(config: Config) -> MailSender:
     tls = ssl.create_default_context(cafile=str(mail.ca_file) if mail.ca_file else None)
     return SmtpMailSender(mail.host, mail.port, mail.sender, starttls=mail.starttls,
                           username=mail.username, password=mail.password,
-                          timeout=mail.timeout.total_seconds(), tls_context=tls)
+                          timeout=mail.timeout.total_seconds(), tls_context=tls,
+                          max_connections=mail.max_concurrency)
 
 
 def sms_sender(config: Config) -> SmsSender:
@@ -50,7 +51,8 @@ def sms_sender(config: Config) -> SmsSender:
         return LogSmsSender()
     assert sms.account_sid and sms.auth_token and sms.from_number
     return TwilioSmsSender(sms.base_url, sms.account_sid, sms.auth_token, sms.from_number,
-                           timeout=sms.timeout.total_seconds())
+                           timeout=sms.timeout.total_seconds(),
+                           max_connections=sms.max_concurrency)
 
 
 def run(config: Config) -> int:
@@ -71,6 +73,7 @@ def run(config: Config) -> int:
         # Requests all arrive on the event loop's thread: per-thread backpressure would
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,
+        mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
     server = uvicorn.Server(uvicorn.Config(

@@ -175,3 +175,24 @@ def test_a_file_that_is_not_a_ca_certificate_is_refused(tmp_path):
     [problem] = problems(tmp_path, GOOD.replace("starttls = true",
                                                 f'starttls = true\nca_file = "{junk}"'))
     assert "[mail] ca_file: not a usable CA certificate file" in problem
+
+
+def test_max_concurrency_defaults_to_8_and_is_read_per_channel(tmp_path):
+    """[mail] and [sms] max_concurrency: 8 unless given, each channel its own."""
+    assert (load_config(write(tmp_path, GOOD), {}).mail.max_concurrency,
+            load_config(write(tmp_path, GOOD), {}).sms.max_concurrency) == (8, 8)
+    text = GOOD.replace('password = "pw"', 'password = "pw"\nmax_concurrency = 1').replace(
+        'auth_token = "tok"', 'auth_token = "tok"\nmax_concurrency = 256')
+    config = load_config(write(tmp_path, text), {})
+    assert (config.mail.max_concurrency, config.sms.max_concurrency) == (1, 256)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0", "must be at least 1"), ("257", "must be at most 256"), ('"8"', "expected an integer"),
+    ("true", "expected an integer"), ("2.5", "expected an integer"),
+])
+def test_max_concurrency_out_of_range_is_refused(tmp_path, value, message):
+    """max_concurrency is an integer from 1 to 256."""
+    text = GOOD.replace('auth_token = "tok"', f'auth_token = "tok"\nmax_concurrency = {value}')
+    [problem] = problems(tmp_path, text)
+    assert "[sms] max_concurrency" in problem and message in problem
