@@ -9,7 +9,7 @@ import pykka
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.memory import RecordingMailSender, RecordingSmsSender
+from adapters.memory import InMemoryStore, RecordingMailSender, RecordingSmsSender
 from pager_actors import (
     EscalationPolicy,
     Health,
@@ -87,6 +87,27 @@ def test_hanging_port_blocks_neither_services_nor_callers(policies, sms, timer):
         mail.release.set()
     pager.flush(timeout=5)
     assert len(mail.sent) == 2
+
+
+def test_stop_past_its_deadline_logs_the_sends_not_started_and_leaves_them_pending(
+        policies, sms, timer):
+    """With the mail gateway hung, stop() gives up at its deadline: the mail still queued is
+    logged as dropped, and both undelivered mails stay pending in the outbox."""
+    mail, store = HangingMail(), InMemoryStore()
+    pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer, store=store)
+    try:
+        pager.alert("checkout", "a").get(timeout=5)
+        pager.alert("search", "b").get(timeout=5)  # the same address: waits behind the hung one
+        assert pager.mailbox_depths()["mail"] == 1
+        with capture_logs() as logs:
+            pager.stop(timeout=0.5)
+        assert {n.target for n in store.undelivered()} == {ONCALL_MAIL}
+        assert len(store.undelivered()) == 2
+    finally:
+        mail.release.set()
+    [dropped] = [e for e in logs if e["event"] == "effect_dropped"]
+    assert dropped["target"] == "o***@example.com" and dropped["reason"] == "pager stopped"
+    assert len(sms.sent) == 2
 
 
 def test_crashed_service_actor_restarts_and_retries_the_command(policies, pager, sms):
