@@ -301,8 +301,6 @@ class Dispatcher:
     effect it had not finished goes back to the front of its recipient's lane.
     """
 
-    CHANNELS = ("mail", "sms", "timer")
-
     def __init__(self, work: WorkTracker, counters: Counters, scheduler: Scheduler,
                  retry: RetryPolicy, concurrency: dict[str, int] | None = None) -> None:
         self._work = work
