@@ -91,8 +91,7 @@ def test_hanging_port_blocks_neither_services_nor_callers(policies, sms, timer):
 
 def test_stop_past_its_deadline_logs_the_sends_not_started_and_leaves_them_pending(
         policies, sms, timer):
-    """With the mail gateway hung, stop() gives up at its deadline: the mail still queued is
-    logged as dropped, and both undelivered mails stay pending in the outbox."""
+    """Stop past its deadline logs the queued mail as dropped; undelivered rows stay pending."""
     mail, store = HangingMail(), InMemoryStore()
     pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer, store=store)
     try:
@@ -107,7 +106,6 @@ def test_stop_past_its_deadline_logs_the_sends_not_started_and_leaves_them_pendi
         mail.release.set()
     [dropped] = [e for e in logs if e["event"] == "effect_dropped"]
     assert dropped["target"] == "o***@example.com" and dropped["reason"] == "pager stopped"
-    assert len(sms.sent) == 2
 
 
 def test_crashed_service_actor_restarts_and_retries_the_command(policies, pager, sms):

@@ -18,8 +18,7 @@ STUCK = SmsTarget("+33600000999")
 
 
 def test_pages_to_other_numbers_go_out_while_the_gateway_hangs_on_one():
-    """The gateway holds every request to one number: 20 other numbers are paged meanwhile,
-    and the held number never has a second request in flight."""
+    """While the gateway holds one number, 20 others are paged; the held one has 1 in flight."""
     others = [SmsTarget(f"+336000001{i:02d}") for i in range(20)]
     repo = InMemoryPolicyRepository(
         [EscalationPolicy("stuck-a", [Level([STUCK])]),
@@ -50,8 +49,7 @@ def test_pages_to_other_numbers_go_out_while_the_gateway_hangs_on_one():
 
 
 def test_a_thousand_mails_use_at_most_20_smtp_connections():
-    """1,000 pages through the mail actors and the real SMTP adapter open at most 20
-    connections, and every mail arrives."""
+    """1,000 mails through the mail actors and the real SMTP adapter use <= 20 connections."""
     repo = InMemoryPolicyRepository(
         EscalationPolicy(f"svc-{s}", [Level([EmailTarget(f"oncall-{s}-{t}@example.com")
                                              for t in range(10)])])

@@ -101,8 +101,7 @@ class Plan:
 
 
 def test_many_callers_many_recipients_one_send_in_flight_per_recipient():
-    """8 threads x 400 random commands over 40 services sharing 12 recipients: at most one send
-    per recipient and `concurrency` per channel in flight; each page delivered exactly once."""
+    """Under 8 threads of commands: 1 send per recipient in flight, pages delivered once."""
     seed = int(os.environ.get("PAGER_STRESS_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     plan = Plan(rng, services=40, callers=8, commands=400)

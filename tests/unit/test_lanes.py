@@ -84,8 +84,7 @@ def test_check_starts_waiting_recipients_on_idle_workers_when_the_busy_one_is_st
 
 
 def test_check_leaves_the_work_to_busy_workers_that_keep_up():
-    """A worker took the waiting job before the check: nobody is woken, and a newer
-    job still waiting gets its own check."""
+    """Waiting jobs taken before the check wake nobody; a newer one gets its own check."""
     lanes = Lanes("w1", "w2")
     worker = lanes.offer(("alice", 1))
     lanes.offer(("bob", 1))
@@ -117,8 +116,7 @@ def test_a_new_worker_takes_a_waiting_job_at_once():
 
 
 def test_retired_worker_releases_its_recipient_and_its_job_goes_first():
-    """A crashed worker's unfinished job goes back to the front of its lane; an idle
-    worker starts it, and the recipient's later jobs follow in order."""
+    """A crashed worker's unfinished job is first again in its lane, then the later ones."""
     lanes = Lanes("w1", "w2")
     crashed = lanes.offer(("alice", 1))
     lanes.offer(("alice", 2))
@@ -129,8 +127,7 @@ def test_retired_worker_releases_its_recipient_and_its_job_goes_first():
 
 
 def test_retired_worker_with_no_unfinished_job_frees_its_recipient():
-    """A worker that died after its port call leaves nothing to redo; the recipient's
-    next job is no longer held back."""
+    """A worker gone after its port call frees its recipient: the next job can start."""
     lanes = Lanes("w1")
     lanes.offer(("alice", 1))
     lanes.offer(("alice", 2))
