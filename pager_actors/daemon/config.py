@@ -41,6 +41,9 @@ class ServerConfig:
     port: int = 8080
     token: str | None = None
     max_body_bytes: int = 1 << 20
+    # A request not received completely (head and body) this long after its first byte
+    # gets a 408 and its connection is closed: half-sent requests hold nothing for long.
+    request_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ def _readable_file(value: Any) -> Path:
     return path
 
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "server": {"listen": _listen, "token": _nonempty, "max_body_bytes": _positive_int},
+    "server": {"listen": _listen, "token": _nonempty, "max_body_bytes": _positive_int,
+               "request_timeout": _positive_duration},
     "pager": {"ack_timeout": _positive_duration, "state": _STR,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},

@@ -11,7 +11,10 @@
 
 Errors are JSON `{"error": "..."}`: 400 malformed, 401 missing or wrong token,
 404 unknown service, 413 body too large, 503 quarantined/stopping/store error,
-504 commit not confirmed in time. A refused request changes nothing.
+504 commit not confirmed in time; 500 anything unexpected. A refused request
+changes nothing. The server itself (daemon/server.py) answers 400 for a
+malformed request, 408 for one not received in time and 503 past its
+concurrency limit, also in JSON.
 """
 
 from __future__ import annotations
@@ -132,7 +135,8 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed,
+                                                        Exception: _internal_error})
 
 
 def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
@@ -270,6 +274,11 @@ async def _api_not_found(request: Request) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"no route for {request.url.path}"}, status_code=404)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected exception outside the guarded routes: JSON, not Starlette's plain text."""
+    return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:

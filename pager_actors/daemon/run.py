@@ -14,7 +14,6 @@ import ssl
 import sys
 
 import structlog
-import uvicorn
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
@@ -27,6 +26,7 @@ from pager_actors._pager import Pager
 from pager_actors.daemon.config import Config
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
+from pager_actors.daemon.server import build_server
 from pager_actors.ports import MailSender, SmsSender, StoreError
 
 log = structlog.get_logger("pager_actors.daemon")
@@ -73,10 +73,8 @@ def run(config: Config) -> int:
         max_in_flight=0,
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(pager, config, metrics), host=config.server.host, port=config.server.port,
-        log_config=None, access_log=False, lifespan="off", limit_concurrency=4096,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS))
+    server = build_server(create_app(pager, config, metrics), config=config.server,
+                          graceful_shutdown=GRACEFUL_SECONDS)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)

@@ -1,0 +1,290 @@
+"""The daemon's HTTP server against slow and half-sent requests, on a real socket on 127.0.0.1.
+
+The server is `build_server` run in a thread of this process; a tiny ASGI app
+stands in for the API so a test can hold requests "in progress" at will.
+Waits are bounded; lower bounds only say a deadline did not fire early, which a
+slow machine cannot break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pager_actors.daemon.config import ServerConfig
+from pager_actors.daemon.server import build_server
+
+GENEROUS = 10.0  # seconds: the bound for anything that should happen "soon"
+
+
+class HeldApp:
+    """`/hold` waits until `release()`; anything else reads its whole body and answers 200."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.held = threading.Condition()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        if scope["path"] == "/hold":
+            if self.gate is None:
+                self.loop, self.gate = asyncio.get_running_loop(), asyncio.Event()
+            with self.held:
+                self.holding += 1
+                self.held.notify_all()
+            await self.gate.wait()
+        body = json.dumps({"received": size}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def wait_holding(self, count: int) -> None:
+        with self.held:
+            assert self.held.wait_for(lambda: self.holding >= count, timeout=GENEROUS), \
+                f"only {self.holding} of {count} requests reached the app"
+
+    def release(self) -> None:
+        if self.loop is not None and self.gate is not None:
+            self.loop.call_soon_threadsafe(self.gate.set)
+
+
+@contextmanager
+def serving(app: Any, *, request_timeout: float = 1.0, keep_alive: int = 30,
+            max_requests: int = 4096) -> Iterator[int]:
+    """Run build_server(app) on a socket bound to 127.0.0.1; yield its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = build_server(app, config=ServerConfig(
+        request_timeout=timedelta(seconds=request_timeout)), graceful_shutdown=1,
+        max_requests=max_requests)
+    server.config.timeout_keep_alive = keep_alive
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + GENEROUS
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        if isinstance(app, HeldApp):
+            app.release()
+        server.should_exit = True
+        thread.join(GENEROUS)
+        assert not thread.is_alive(), "the server did not stop"
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=GENEROUS)
+
+
+def until_closed(sock: socket.socket, within: float = GENEROUS) -> tuple[bytes, float]:
+    """Read until the server closes the connection: what it sent, and how long that took."""
+    started = time.monotonic()
+    sock.settimeout(within)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"still open after {within} s; received {received!r}") from None
+    except ConnectionResetError:
+        pass
+    return received, time.monotonic() - started
+
+
+def response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One whole response (with a Content-Length) from a connection; its status and body."""
+    sock.settimeout(GENEROUS)
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {raw!r}"
+        raw += chunk
+    status, headers, body = response(raw)
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-body"
+        body += chunk
+    return status, body
+
+
+def request(sock: socket.socket, path: str = "/echo", body: bytes = b"{}") -> tuple[int, bytes]:
+    """One complete request on a keep-alive connection; its status and body."""
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return read_response(sock)
+
+
+def half_sent_head(port: int) -> socket.socket:
+    sock = connect(port)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Le")
+    return sock
+
+
+def half_sent_body(port: int) -> socket.socket:
+    sock = connect(port)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"a\": ")
+    return sock
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Open, and the server has sent nothing on it."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False
+
+
+def test_half_sent_head_gets_a_json_408_and_is_closed():
+    """A head not finished within request_timeout: JSON 408, then the connection closes."""
+    with serving(HeldApp(), request_timeout=1) as port, half_sent_head(port) as sock:
+        raw, waited = until_closed(sock)
+    status, headers, body = response(raw)
+    assert status == 408
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert "within 1 s" in json.loads(body)["error"]
+    assert 0.9 <= waited <= GENEROUS
+
+
+def test_half_sent_body_gets_a_json_408_and_is_closed():
+    """A body not finished within request_timeout: JSON 408, then the connection closes."""
+    with serving(HeldApp(), request_timeout=1) as port, half_sent_body(port) as sock:
+        raw, waited = until_closed(sock)
+    status, headers, body = response(raw)
+    assert status == 408 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]
+    assert 0.9 <= waited <= GENEROUS
+
+
+def test_the_deadline_counts_from_the_first_byte_not_the_last():
+    """A client trickling one byte every 0.2 s is cut off at its deadline, not kept alive."""
+    with serving(HeldApp(), request_timeout=1, keep_alive=30) as port, connect(port) as sock:
+        started = time.monotonic()
+        head = b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 1000
+        for byte in head:
+            if select.select([sock], [], [], 0.2)[0] or time.monotonic() - started > GENEROUS:
+                break  # the server answered, or we gave up
+            sock.sendall(bytes([byte]))
+        raw, _ = until_closed(sock)
+        waited = time.monotonic() - started
+    assert response(raw)[0] == 408
+    assert 0.9 <= waited < GENEROUS
+
+
+def test_blank_lines_before_a_request_do_not_hold_the_connection():
+    """CRLFs alone (the parser skips them without starting a request) still meet the deadline."""
+    with serving(HeldApp(), request_timeout=1, keep_alive=30) as port, connect(port) as sock:
+        sock.sendall(b"\r\n")
+        raw, _ = until_closed(sock)
+    assert response(raw)[0] == 408
+
+
+def test_a_silent_connection_is_closed_after_the_keep_alive_timeout():
+    """A connection that never sends a byte is closed like an idle keep-alive one."""
+    with serving(HeldApp(), request_timeout=30, keep_alive=1) as port, connect(port) as sock:
+        raw, waited = until_closed(sock)
+    assert raw == b""
+    assert 0.9 <= waited <= GENEROUS
+
+
+def test_a_slow_but_complete_request_is_answered_and_its_connection_kept():
+    """A request finished in time gets its answer; the idle connection then outlives the
+    request deadline (only the keep-alive timeout applies) and serves a second request."""
+    with serving(HeldApp(), request_timeout=1, keep_alive=30) as port, connect(port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.3)
+        sock.sendall(b'Content-Length: 8\r\n\r\n{"x": 1}')
+        assert read_response(sock) == (200, b'{"received": 8}')
+        time.sleep(1.5)  # past the request deadline: only a leftover timer would close it
+        assert request(sock) == (200, b'{"received": 2}')
+
+
+def test_past_the_limit_the_refusal_is_a_json_503_with_retry_after():
+    """With max_requests in progress, the next request gets a JSON 503 and Retry-After;
+    once they are answered, requests are served again."""
+    app = HeldApp()
+    with serving(app, max_requests=2) as port:
+        held = [connect(port) for _ in range(2)]
+        for sock in held:
+            sock.sendall(b"POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        app.wait_holding(2)
+        with connect(port) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
+            raw, _ = until_closed(sock)
+        status, headers, body = response(raw)
+        assert status == 503
+        assert headers["content-type"] == "application/json"
+        assert headers["retry-after"] == "1"
+        assert "too many requests" in json.loads(body)["error"]
+        app.release()
+        for sock in held:
+            assert read_response(sock)[0] == 200
+            sock.close()
+        with connect(port) as sock:
+            assert request(sock) == (200, b'{"received": 2}')
+
+
+def test_half_sent_requests_and_idle_connections_do_not_count_toward_the_limit():
+    """Five half-sent heads, five half-sent bodies and five silent connections, with a limit
+    of 2: a complete request is still answered, not refused."""
+    with serving(HeldApp(), request_timeout=30, max_requests=2) as port:
+        slow = ([half_sent_head(port) for _ in range(5)] + [half_sent_body(port) for _ in range(5)]
+                + [connect(port) for _ in range(5)])
+        try:
+            with connect(port) as sock:
+                assert request(sock) == (200, b'{"received": 2}')
+            assert all(still_open(s) for s in slow)
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_malformed_request_gets_a_json_400():
+    """uvicorn's own refusal of bytes that are not HTTP is JSON too."""
+    with serving(HeldApp()) as port, connect(port) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\x00\r\n\r\n")
+        raw, _ = until_closed(sock)
+    status, headers, body = response(raw)
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("timeout", [ServerConfig().request_timeout])
+def test_the_default_request_timeout_closes_half_sent_requests_well_within_15_s(timeout):
+    """The default deadline is at most 10 s (the issue's bound is 15 s)."""
+    assert timedelta(0) < timeout <= timedelta(seconds=10)
