@@ -234,3 +234,23 @@ def test_lone_surrogate_in_a_message_is_400(world):
                            headers={"content-type": "application/json"})
     assert response.status_code == 400 and "Unicode" in response.json()["error"]
     assert pager.status("checkout").health.value == "healthy"
+
+
+def test_an_unexpected_error_outside_the_api_routes_is_a_json_500():
+    """An exception Starlette would answer in plain text (here: /metrics) is JSON too."""
+    pager = Pager.start(policies=InMemoryPolicyRepository([two_level_policy("checkout")]),
+                        mail=RecordingMailSender(), sms=RecordingSmsSender(),
+                        timer=ManualTimer(), max_in_flight=0)
+
+    def broken_timer_lag() -> tuple[float, float]:
+        raise RuntimeError("timer gone")
+
+    config = Config(source=Path("test.toml"), services=(two_level_policy("checkout"),))
+    app = create_app(pager, config, Metrics(pager, broken_timer_lag))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get("/metrics")
+        assert response.status_code == 500
+        assert "timer gone" in response.json()["error"]
+    finally:
+        pager.stop()

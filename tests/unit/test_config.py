@@ -175,3 +175,19 @@ def test_a_file_that_is_not_a_ca_certificate_is_refused(tmp_path):
     [problem] = problems(tmp_path, GOOD.replace("starttls = true",
                                                 f'starttls = true\nca_file = "{junk}"'))
     assert "[mail] ca_file: not a usable CA certificate file" in problem
+
+
+def test_request_timeout_defaults_to_at_most_10_s_and_can_be_set(tmp_path):
+    """Half-sent requests are closed within 15 s by default; [server] request_timeout moves it."""
+    assert timedelta(0) < load_config(write(tmp_path, GOOD), {}).server.request_timeout \
+        <= timedelta(seconds=10)
+    tuned = GOOD.replace('token = "from-file"', 'token = "from-file"\nrequest_timeout = "3s"')
+    assert load_config(write(tmp_path, tuned), {}).server.request_timeout == timedelta(seconds=3)
+
+
+@pytest.mark.parametrize("bad", ['"0s"', '"soon"', "10"])
+def test_a_request_timeout_that_is_not_a_positive_duration_is_refused(tmp_path, bad):
+    """Zero would close every connection at once; a bare number has no unit."""
+    found = problems(tmp_path, GOOD.replace('token = "from-file"',
+                                            f'token = "from-file"\nrequest_timeout = {bad}'))
+    assert len(found) == 1 and "[server] request_timeout" in found[0]
