@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_durability.py
 	$(BIN)/python bench/bench_http.py
+	$(BIN)/python bench/bench_slowloris.py
 
 image:
 	docker build -t pager-actors .

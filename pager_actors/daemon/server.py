@@ -18,7 +18,10 @@ since it relies on their internals) and changes four things:
 - The concurrency limit counts requests received completely and not yet
   answered, not connections: idle connections and half-sent requests refuse
   nobody. Past the limit the answer is a JSON 503 with `Retry-After`.
-- uvicorn's own refusal of a malformed request is a JSON 400.
+- uvicorn's own answers are JSON too: 400 for a malformed request, 500 when the
+  app failed (or was cancelled at the graceful deadline) before answering; and
+  on shutdown a request still arriving gets a 503 at once instead of being held
+  until the graceful deadline.
 
 `build_server` also raises the process's soft open-files limit to the hard
 limit, since thousands of connections need more than the usual 1,024.
@@ -27,6 +30,7 @@ limit, since thousands of connections need more than the usual 1,024.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import resource
 from dataclasses import dataclass
@@ -112,6 +116,10 @@ class SlowClientGuard(HttpToolsProtocol):
         else:
             self.app = self.config.loaded_app
         super().on_headers_complete()
+        # uvicorn answers an app that raised (or was cancelled at the graceful deadline)
+        # before starting its response with a plain-text 500: make it JSON.
+        self.cycle.send_500_response = functools.partial(  # type: ignore[method-assign]
+            _send_json_500, self.cycle)
         self.receiving_body = True
         self.load.receiving_body += 1
 
@@ -122,6 +130,14 @@ class SlowClientGuard(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         self._answer_and_close(400, msg)
+
+    def shutdown(self) -> None:
+        # uvicorn would wait for a request still arriving until the graceful deadline, then
+        # cancel its task and answer a plain-text 500. It was never accepted: say so now.
+        if self.receiving_body and self._nothing_answered():
+            self._answer_and_close(503, "the daemon is shutting down; retry shortly")
+            return
+        super().shutdown()
 
     def _arm(self) -> None:
         self.request_timer = self.loop.call_later(self.request_timeout, self._timed_out)
@@ -165,6 +181,8 @@ class SlowClientGuard(HttpToolsProtocol):
                    (b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
+        if status == 503:
+            headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(STATUS_LINE[status] + head + b"\r\n" + body)
         self.transport.close()
@@ -183,6 +201,18 @@ async def refuse_busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
         (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
+
+
+_INTERNAL_ERROR_BODY = json.dumps({"error": "internal error"}).encode()
+
+
+async def _send_json_500(cycle: RequestResponseCycle) -> None:
+    await cycle.send({"type": "http.response.start", "status": 500, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_INTERNAL_ERROR_BODY)).encode()),
+        (b"connection", b"close")]})
+    await cycle.send({"type": "http.response.body", "body": _INTERNAL_ERROR_BODY,
+                      "more_body": False})
 
 
 def guard_for(request_timeout: float) -> type[SlowClientGuard]:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import uvicorn
+
 from pager_actors.daemon.config import ServerConfig
 from pager_actors.daemon.server import build_server
 from tests.http.rawhttp import (
@@ -35,7 +37,8 @@ from tests.http.rawhttp import (
 
 
 class HeldApp:
-    """`/hold` waits until `release()`; anything else reads its whole body and answers 200."""
+    """`/hold` waits until `release()`, `/boom` raises; anything else reads its whole body
+    and answers 200."""
 
     def __init__(self) -> None:
         self.holding = 0
@@ -51,6 +54,8 @@ class HeldApp:
                 return
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
         if scope["path"] == "/hold":
             if self.gate is None:
                 self.loop, self.gate = asyncio.get_running_loop(), asyncio.Event()
@@ -74,10 +79,9 @@ class HeldApp:
             self.loop.call_soon_threadsafe(self.gate.set)
 
 
-@contextmanager
-def serving(app: Any, *, request_timeout: float = 1.0, keep_alive: int = 30,
-            max_requests: int = 4096) -> Iterator[int]:
-    """Run build_server(app) on a socket bound to 127.0.0.1; yield its port."""
+def start(app: Any, *, request_timeout: float = 1.0, keep_alive: int = 30,
+          max_requests: int = 4096) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """Run build_server(app) in a thread, on a socket bound to 127.0.0.1; and its port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = build_server(app, config=ServerConfig(
@@ -90,14 +94,25 @@ def serving(app: Any, *, request_timeout: float = 1.0, keep_alive: int = 30,
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
+    return server, thread, sock.getsockname()[1]
+
+
+def stop(server: uvicorn.Server, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(GENEROUS)
+    assert not thread.is_alive(), "the server did not stop"
+
+
+@contextmanager
+def serving(app: Any, **options: Any) -> Iterator[int]:
+    """The server of `start` for the length of a `with` block; yields its port."""
+    server, thread, port = start(app, **options)
     try:
-        yield sock.getsockname()[1]
+        yield port
     finally:
         if isinstance(app, HeldApp):
             app.release()
-        server.should_exit = True
-        thread.join(GENEROUS)
-        assert not thread.is_alive(), "the server did not stop"
+        stop(server, thread)
 
 
 def test_half_sent_head_gets_a_json_408_and_is_closed():
@@ -215,3 +230,25 @@ def test_a_malformed_request_gets_a_json_400():
     assert json.loads(body)["error"]
 
 
+
+
+def test_a_request_still_arriving_at_shutdown_gets_a_json_503():
+    """On shutdown a request whose body is not in yet was never accepted: it is told so at
+    once (JSON 503), instead of being held until the graceful deadline and then cut."""
+    server, thread, port = start(HeldApp(), request_timeout=30)
+    with half_sent_body(port) as sock:
+        stop(server, thread)
+        raw, _ = until_closed(sock)
+    status, headers, body = response(raw)
+    assert status == 503 and headers["content-type"] == "application/json"
+    assert "shutting down" in json.loads(body)["error"] and headers["retry-after"] == "1"
+
+
+def test_an_app_that_fails_before_answering_gets_a_json_500():
+    """uvicorn's own 500 (the app raised before starting its response) is JSON."""
+    with serving(HeldApp()) as port, connect(port) as sock:
+        sock.sendall(b"POST /boom HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        raw, _ = until_closed(sock)
+    status, headers, body = response(raw)
+    assert status == 500 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "internal error"}
