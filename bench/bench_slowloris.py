@@ -9,7 +9,8 @@ connections, half of them stopped in the middle of their head and half after 6 b
 each for a service without an incident (so each opens one, commits and pages). It checks
 the half-sent connections were all still open when the alerts were done, then waits until
 the daemon has closed every one of them (at most 30 s) and records how long after its
-first byte each was closed and what it was told. Prints a table, then one JSON line.
+first byte each was closed and what it was told. Also the daemon's resident memory
+after each load's alerts. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -99,14 +100,13 @@ def wait_closed(held: list[tuple[socket.socket, float]], within: float
     first_byte = dict(held)
     for sock, _ in held:
         sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
+        selector.register(sock, selectors.EVENT_READ, data=sock)
         received[sock] = b""
     closed_after: list[float] = []
     deadline = time.monotonic() + within
     while selector.get_map() and time.monotonic() < deadline:
         for key, _ in selector.select(timeout=0.5):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            sock = key.data
             try:
                 chunk = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -132,7 +132,14 @@ def raise_own_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def measure(port: int, loads: list[int], alerts: int) -> dict[str, object]:
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def measure(port: int, pid: int, loads: list[int], alerts: int) -> dict[str, object]:
     figures: dict[str, object] = {}
     for n, load in enumerate(loads):
         opened = time.monotonic()
@@ -140,6 +147,7 @@ def measure(port: int, loads: list[int], alerts: int) -> dict[str, object]:
         opening = time.monotonic() - opened
         latencies = sorted(alert(port, f"svc-{n * alerts + i}") for i in range(alerts))
         open_after = sum(nothing_received(sock) for sock, _ in held)
+        figures[f"rss_mib_{load}"] = rss_mib(pid)
         figures[f"p50_ms_{load}"] = round(statistics.median(latencies) * 1000, 2)
         figures[f"p99_ms_{load}"] = round(latencies[max(0, int(len(latencies) * 0.99) - 1)]
                                           * 1000, 2)
@@ -180,7 +188,7 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise RuntimeError("the daemon did not start") from None
                     time.sleep(0.1)
-            figures = measure(port, args.loads, args.alerts)
+            figures = measure(port, daemon.pid, args.loads, args.alerts)
         finally:
             daemon.terminate()
             daemon.wait(timeout=20)
@@ -198,6 +206,7 @@ def main() -> None:
         (f"alert latency p50 ({args.alerts} sequential)", row("p50_ms", " ms")),
         ("alert latency p99", row("p99_ms", " ms")),
         ("alert latency max", row("max_ms", " ms")),
+        ("daemon RSS after the alerts", row("rss_mib", " MiB")),
         ("half-sent: seconds to open them", busy_row("opening_s", " s")),
         ("half-sent: still open after the alerts", busy_row("open_during_alerts")),
         ("half-sent: closed after (first one)", busy_row("closed_after_min_s", " s")),
