@@ -145,7 +145,9 @@ def measure(port: int, pid: int, loads: list[int], alerts: int) -> dict[str, obj
         opened = time.monotonic()
         held = half_sent(port, load)
         opening = time.monotonic() - opened
-        latencies = sorted(alert(port, f"svc-{n * alerts + i}") for i in range(alerts))
+        in_order = [alert(port, f"svc-{n * alerts + i}") for i in range(alerts)]
+        latencies = sorted(in_order)
+        figures[f"first_ms_{load}"] = round(in_order[0] * 1000, 2)
         open_after = sum(nothing_received(sock) for sock, _ in held)
         figures[f"rss_mib_{load}"] = rss_mib(pid)
         figures[f"p50_ms_{load}"] = round(statistics.median(latencies) * 1000, 2)
@@ -206,6 +208,7 @@ def main() -> None:
         (f"alert latency p50 ({args.alerts} sequential)", row("p50_ms", " ms")),
         ("alert latency p99", row("p99_ms", " ms")),
         ("alert latency max", row("max_ms", " ms")),
+        ("the first alert (right behind the connections)", row("first_ms", " ms")),
         ("daemon RSS after the alerts", row("rss_mib", " MiB")),
         ("half-sent: seconds to open them", busy_row("opening_s", " s")),
         ("half-sent: still open after the alerts", busy_row("open_during_alerts")),
