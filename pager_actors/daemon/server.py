@@ -156,14 +156,23 @@ class SlowClientGuard(HttpToolsProtocol):
         self.request_timer = None
         if self.transport.is_closing():
             return
+        if self.pipeline:
+            # A pipelined request waits, unread, until the answer before it is out: that
+            # wait is the server's, not the client's. Give it another full deadline.
+            self._arm()
+            return
+        cycle: RequestResponseCycle | None = self.cycle
+        log.debug("request_timed_out", client=_client(self.client))
         if self._nothing_answered():
-            log.debug("request_timed_out", client=_client(self.client), answered=408)
             self._answer_and_close(408, f"the request was not received completely within "
                                         f"{self.request_timeout:g} s")
+        elif cycle is not None and not cycle.response_complete and not self.receiving_body:
+            # Stray bytes, or the start of a next request, arrived while the answer to the
+            # previous request is being prepared: let that answer go out, then close.
+            cycle.keep_alive = False
         else:
-            # A response (to this request or an earlier pipelined one) is on its way: a 408
-            # now would be mixed into it. Close without a word.
-            log.debug("request_timed_out", client=_client(self.client), answered=None)
+            # The app answered this request before its body was in, and the answer is
+            # still going out: a 408 now would be mixed into it.
             self.transport.close()
 
     def _nothing_answered(self) -> bool:

@@ -180,6 +180,36 @@ def test_a_slow_but_complete_request_is_answered_and_its_connection_kept():
         assert request(sock) == (200, b'{"received": 2}')
 
 
+def test_bytes_after_a_request_do_not_cut_its_slow_answer():
+    """A complete request then a stray CRLF: the deadline the CRLF armed passes while the
+    answer is prepared; the answer still arrives whole, then the connection closes."""
+    app = HeldApp()
+    with serving(app, request_timeout=1) as port, connect(port) as sock:
+        sock.sendall(b"POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        app.wait_holding(1)
+        sock.sendall(b"\r\n")
+        time.sleep(1.5)  # past the deadline of the CRLF
+        app.release()
+        raw, _ = until_closed(sock)
+    status, _, body = response(raw)
+    assert (status, body) == (200, b'{"received": 0}')
+
+
+def test_a_pipelined_request_held_back_by_the_server_is_not_timed_out():
+    """A request sent before the answer to the previous one waits unread while that answer
+    is prepared; that wait does not count against the client: both are answered."""
+    app = HeldApp()
+    with serving(app, request_timeout=1) as port, connect(port) as sock:
+        sock.sendall(b"POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
+        app.wait_holding(1)
+        time.sleep(1.5)  # past the second request's deadline, while the server holds it back
+        sock.sendall(b"{}")
+        app.release()
+        assert read_response(sock) == (200, b'{"received": 0}')
+        assert read_response(sock) == (200, b'{"received": 2}')
+
+
 def test_past_the_limit_the_refusal_is_a_json_503_with_retry_after():
     """With max_requests in progress, the next request gets a JSON 503 and Retry-After;
     once they are answered, requests are served again."""
