@@ -171,5 +171,8 @@ class InMemoryStore:
         with self._lock:
             return sum(1 for s in self._states.values() if s.incident is not None)
 
+    def probe(self) -> None:
+        """Memory always takes a write."""
+
     def close(self) -> None:
         pass

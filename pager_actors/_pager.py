@@ -19,6 +19,7 @@ from pager_actors._commit import (
     GroupCommitter,
     InlineCommitter,
     LateCallback,
+    StoreHealth,
     StoreWriter,
 )
 from pager_actors._counters import Counters
@@ -33,6 +34,7 @@ from pager_actors.domain import (
     Command,
     ExpireAckTimeout,
     Health,
+    PageFormat,
     RaiseAlert,
     ReportHealthy,
     ServiceStatus,
@@ -74,7 +76,7 @@ class Pager:
                  registry: pykka.ActorRef[Any], writer: pykka.ActorRef[Any] | None,
                  cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
                  counters: Counters, scheduler: Scheduler, max_in_flight: int,
-                 overload_timeout: float) -> None:
+                 overload_timeout: float, committer: Committer, health: StoreHealth) -> None:
         self._policies = policies
         self._scheduler = scheduler
         self._store = store
@@ -90,6 +92,8 @@ class Pager:
         self._stopping = False
         self._stop_lock = threading.Lock()
         self._ticker: _Ticker | None = None
+        self._health = health
+        self._committer = committer
 
     @classmethod
     def start(
@@ -108,6 +112,7 @@ class Pager:
         clock: Callable[[], datetime] = _utc_now,
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
+        page_format: PageFormat | None = None,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
@@ -131,8 +136,9 @@ class Pager:
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer
+        health = StoreHealth()
         if store.group_commit:
-            writer = StoreWriter.start(store, dispatcher, work, lost_sync)
+            writer = StoreWriter.start(store, dispatcher, work, lost_sync, health)
             committer = GroupCommitter(writer)
         else:
             committer = InlineCommitter(store, dispatcher, work)
@@ -141,14 +147,14 @@ class Pager:
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry)
+                           registry, page_format or PageFormat())
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
         pager = cls(policies=policies, store=store, registry=registry, writer=writer,
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
-                    overload_timeout=overload_timeout)
+                    overload_timeout=overload_timeout, committer=committer, health=health)
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
         pager._recover(clock())
@@ -290,6 +296,23 @@ class Pager:
             depths["store_writer"] = self._writer.actor_inbox.qsize()  # type: ignore[attr-defined]
         depths.update(self._dispatcher.queue_depths())
         return depths
+
+    def store_problem(self) -> str | None:
+        """Why the store refuses commits (disk full...), or None while it takes them.
+
+        While there is a problem, a call also asks the store writer to try a
+        small write (one probe queued at most), so recovery shows without traffic.
+        """
+        health = self._health
+        problem = health.problem
+        if problem is not None and not health.probing \
+                and isinstance(self._committer, GroupCommitter):
+            health.probing = True
+            try:
+                self._committer.probe()
+            except InboxClosed:
+                health.probing = False
+        return problem
 
     def open_incidents(self) -> int:
         """Services with an open incident, as committed."""

@@ -24,6 +24,7 @@ from pager_actors.domain import (
     Effect,
     MonitoredService,
     Notify,
+    PageFormat,
     ServiceStatus,
     UnknownServiceError,
     decide,
@@ -93,6 +94,7 @@ class Runtime:
     clock: Callable[[], datetime]
     ack_timeout: timedelta
     registry: pykka.ActorRef[Any]
+    page_format: PageFormat
 
 
 class ServiceCell:
@@ -173,7 +175,7 @@ class ServiceActor(pykka.ThreadingActor):
         assert state is not None
         policy = rt.policies.get(cell.service_id)
         decision = decide(state, letter.command, policy,  # type: ignore[arg-type]
-                          now=rt.clock(), ack_timeout=rt.ack_timeout)
+                          now=rt.clock(), ack_timeout=rt.ack_timeout, fmt=rt.page_format)
         changed = decision.service is not state
         outcome = Outcome(cell.service_id, cell.processed + 1, decision.event, decision.reason,
                           decision.service, decision.effects)

@@ -101,17 +101,33 @@ class StoreError(PagerError):
     """The store could not read or write; nothing of the failed call was applied."""
 
 
-class VersionConflictError(StoreError):
+class TransitionRefusedError(StoreError):
+    """The store refused one service's transition; the others of its batch can still commit.
+
+    Stores raise it (rolling back the whole call) for anything that is that
+    transition's own fault: a version conflict, a value the store cannot hold.
+    Any other StoreError means the store itself refuses writes (disk full,
+    I/O error): nothing can commit until it recovers.
+    """
+
+    def __init__(self, service_id: str, reason: str) -> None:
+        super().__init__(f"service {service_id!r}: the store refused the transition: {reason}")
+        self.service_id = service_id
+
+
+class VersionConflictError(TransitionRefusedError):
     """A transition was decided on a state that is no longer the stored one."""
 
     def __init__(self, service_id: str, expected: int, found: int | None) -> None:
-        super().__init__(f"service {service_id!r}: expected stored version {expected}, "
-                         f"found {found}")
-        self.service_id = service_id
+        super().__init__(service_id, f"expected stored version {expected}, found {found}")
 
 
 class StoreCorruptError(StoreError):
     """The store's file is not a readable pager store; it was left untouched."""
+
+
+class StoreLockedError(StoreError):
+    """Another pager owns this state; this one must not touch it."""
 
 
 class StateStore(Protocol):
@@ -129,7 +145,11 @@ class StateStore(Protocol):
 
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
-        """Apply all of it atomically, or nothing (then raise StoreError)."""
+        """Apply all of it atomically, or nothing (then raise StoreError).
+
+        A transition refused on its own account raises TransitionRefusedError
+        naming its service, so the caller can commit the rest without it.
+        """
         ...
 
     def armed_timeouts(self) -> list[ArmedTimeout]:
@@ -142,6 +162,10 @@ class StateStore(Protocol):
 
     def open_incidents(self) -> int:
         """How many services have an open incident (for the metrics gauge)."""
+        ...
+
+    def probe(self) -> None:
+        """Prove a small write can commit; raise StoreError while none can (disk full)."""
         ...
 
     def close(self) -> None: ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +33,14 @@ from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
 from pager_actors.daemon.config import Config
 from pager_actors.daemon.metrics import Metrics
+from pager_actors.daemon.payloads import (
+    AlertmanagerAlert,
+    HttpError,
+    alertmanager_alerts,
+    json_object,
+    require_text,
+    text_field,
+)
 from pager_actors.domain import PagerError, ServiceStatus, UnknownServiceError
 from pager_actors.errors import DeadLetterError, PagerOverloadedError, PagerStoppedError
 from pager_actors.ports import StoreError
@@ -49,10 +57,7 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
 ]
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_log = logging.getLogger("pager_actors.http")
 
 
 def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
@@ -62,8 +67,9 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
     limit = config.server.max_body_bytes
 
     async def post_alert(request: Request) -> Response:
-        body = await _json_body(request, limit)
-        service_id, message = _field(body, "service_id"), _field(body, "message")
+        body = await json_object(request, limit)
+        require_text(body)
+        service_id, message = text_field(body, "service_id"), text_field(body, "message")
         outcome = await _committed(pager.alert(service_id, message))
         metrics.alerts_received.labels(source="api").inc()
         return _accepted(service_id, outcome)
@@ -85,17 +91,9 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         return JSONResponse({"services": [_status_json(s, st) for s, st in statuses]})
 
     async def alertmanager(request: Request) -> Response:
-        body = await _json_body(request, limit)
-        version = body.get("version")
-        if version is not None and str(version) != "4":
-            raise HttpError(400, f"unsupported Alertmanager payload version {version!r} "
-                                 "(expected \"4\")")
-        alerts = body.get("alerts")
-        if not isinstance(alerts, list):
-            raise HttpError(400, "missing field 'alerts' (a list)")
-        pending: list[tuple[dict[str, Any], CommandFuture[Any] | None]] = []
-        for alert in alerts:
-            pending.append(_submit_alertmanager(pager, alert, label))
+        body = await json_object(request, limit)
+        pending: list[tuple[dict[str, Any], CommandFuture[Any] | None]] = [
+            _submit_alertmanager(pager, alert) for alert in alertmanager_alerts(body, label)]
         results = []
         for result, future in pending:
             if future is not None:
@@ -138,13 +136,14 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
 def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
            commands: tuple[str, ...] | None = None) -> Callable[[Request], Awaitable[Response]]:
     """Check the bearer token, and turn every known failure into a JSON error."""
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     async def guarded(request: Request) -> Response:
         try:
             if expected is not None:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                        given.strip().encode(errors="replace"), expected):
                     raise HttpError(401, "missing or wrong bearer token")
             if commands is not None and request.path_params.get("command") not in commands:
                 raise HttpError(404, f"no such command; use one of {', '.join(commands)}")
@@ -158,38 +157,6 @@ def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
             return JSONResponse({"error": message}, status_code=status)
 
     return guarded
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise HttpError(400, f"malformed JSON: {error}") from error
-    if not isinstance(body, dict):
-        raise HttpError(400, "the body must be a JSON object")
-    return body
-
-
-def _field(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if value is None:
-        raise HttpError(400, f"missing field {name!r}")
-    if not isinstance(value, str) or not value.strip():
-        raise HttpError(400, f"field {name!r} must be a non-empty string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:  # JSON allows lone surrogates; UTF-8 does not
-        raise HttpError(400, f"field {name!r} is not valid Unicode text") from error
-    return value
 
 
 async def _committed(future: CommandFuture[Any]) -> Any:
@@ -224,33 +191,20 @@ def _error_status(error: BaseException) -> tuple[int, str]:
     for kind, status in _STATUS_OF:
         if isinstance(error, kind):
             return status, str(error)
-    return 500, f"internal error: {error!r}"
+    # Not the client's fault, and its text may hold anything: the details go to the log only.
+    _log.error("internal error", exc_info=error)
+    return 500, "internal error (logged by the daemon)"
 
 
-def _submit_alertmanager(pager: Pager, alert: Any, label: str
+def _submit_alertmanager(pager: Pager, alert: AlertmanagerAlert | HttpError
                          ) -> tuple[dict[str, Any], CommandFuture[Any] | None]:
-    if not isinstance(alert, dict):
-        return {"accepted": False, "error": "an alert must be a JSON object", "code": 400}, None
-    labels: Any = alert.get("labels") or {}
-    annotations: Any = alert.get("annotations") or {}
-    if not isinstance(labels, dict) or not isinstance(annotations, dict):
-        return {"accepted": False, "error": "labels and annotations must be objects",
-                "code": 400}, None
-    status = alert.get("status")
-    service_id = labels.get(label)
-    result: dict[str, Any] = {"service_id": service_id, "status": status,
-                              "alertname": labels.get("alertname")}
-    if not isinstance(service_id, str) or not service_id:
-        result.update(accepted=False, error=f"alert has no {label!r} label", code=400)
-        return result, None
-    if status == "firing":
-        message = (annotations.get("summary") or annotations.get("description")
-                   or labels.get("alertname") or "alert from Alertmanager")
-        return result, pager.alert(service_id, str(message))
-    if status == "resolved":
-        return result, pager.healthy(service_id)
-    result.update(accepted=False, error=f"unknown alert status {status!r}", code=400)
-    return result, None
+    if isinstance(alert, HttpError):
+        return {"accepted": False, "error": str(alert), "code": alert.status}, None
+    result: dict[str, Any] = {"service_id": alert.service_id, "status": alert.status,
+                              "alertname": alert.alertname}
+    if alert.status == "firing":
+        return result, pager.alert(alert.service_id, alert.message)
+    return result, pager.healthy(alert.service_id)
 
 
 def _accepted(service_id: str, outcome: Any) -> JSONResponse:

@@ -27,6 +27,7 @@ from pager_actors.domain.model import (
     Target,
     parse_target,
 )
+from pager_actors.domain.texts import PageFormat
 
 __all__ = [
     "Acknowledge",
@@ -42,6 +43,7 @@ __all__ = [
     "Level",
     "MonitoredService",
     "Notify",
+    "PageFormat",
     "PagerError",
     "RaiseAlert",
     "ReportHealthy",

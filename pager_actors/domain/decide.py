@@ -13,11 +13,15 @@ from datetime import datetime, timedelta
 
 from pager_actors.domain.errors import UnknownServiceError
 from pager_actors.domain.model import (
+    EmailTarget,
     EscalationPolicy,
     Incident,
     MonitoredService,
     Target,
 )
+from pager_actors.domain.texts import PageFormat, headline, mail_body, sms_text, subject
+
+DEFAULT_FORMAT = PageFormat()
 
 # -- commands ---------------------------------------------------------------
 
@@ -55,6 +59,9 @@ class Notify:
 
     `key` is unique per (service, incident, level, target): the same page is
     never produced twice under the same key, so it is the delivery id.
+    `subject` and `text` are already within the limits of the target's
+    channel (`pager_actors.domain.texts`): a mail's Subject and body, or an
+    SMS (whose `subject` is unused).
     """
 
     service_id: str
@@ -112,13 +119,17 @@ def decide(
     *,
     now: datetime,
     ack_timeout: timedelta,
+    fmt: PageFormat = DEFAULT_FORMAT,
 ) -> Decision:
-    """Apply one command to one service. Raises UnknownServiceError without a policy."""
+    """Apply one command to one service. Raises UnknownServiceError without a policy.
+
+    `fmt` says how much alert text a page carries.
+    """
     if policy is None:
         raise UnknownServiceError(service.service_id)
     match command:
         case RaiseAlert(message):
-            return _on_alert(service, message, policy, now, ack_timeout)
+            return _on_alert(service, message, policy, now, ack_timeout, fmt)
         case Acknowledge():
             return _on_acknowledge(service)
         case ReportHealthy():
@@ -126,7 +137,7 @@ def decide(
                 return _ignored(service, "already_healthy")
             return _changed(service, None, (), "resolved")
         case ExpireAckTimeout(token):
-            return _on_timeout(service, token, now, ack_timeout)
+            return _on_timeout(service, token, now, ack_timeout, fmt)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
 
 
@@ -134,19 +145,20 @@ def decide(
 # dataclasses.replace(), which costs several microseconds a call on the hot path.
 
 
-def _on_alert(
+def _on_alert(  # noqa: PLR0917
     service: MonitoredService,
     message: str,
     policy: EscalationPolicy,
     now: datetime,
     ack_timeout: timedelta,
+    fmt: PageFormat,
 ) -> Decision:
     if service.incident is not None:
         return _ignored(service, "already_unhealthy")
     number = service.incidents_opened + 1
     incident = _paged(service.service_id, number, message, policy, 1, now + ack_timeout)
     opened = MonitoredService(service.service_id, incident, number, service.version + 1)
-    return Decision(opened, _page(service.service_id, incident, now, ack_timeout),
+    return Decision(opened, _page(service.service_id, incident, ack_timeout, fmt),
                     "incident_opened")
 
 
@@ -162,7 +174,8 @@ def _on_acknowledge(service: MonitoredService) -> Decision:
 
 
 def _on_timeout(
-    service: MonitoredService, token: str | None, now: datetime, ack_timeout: timedelta
+    service: MonitoredService, token: str | None, now: datetime, ack_timeout: timedelta,
+    fmt: PageFormat,
 ) -> Decision:
     incident = service.incident
     if incident is None:
@@ -177,7 +190,7 @@ def _on_timeout(
         return _changed(service, disarmed, (), "escalation_exhausted")
     escalated = _paged(service.service_id, incident.number, incident.message, incident.policy,
                        incident.level + 1, now + ack_timeout)
-    return _changed(service, escalated, _page(service.service_id, escalated, now, ack_timeout),
+    return _changed(service, escalated, _page(service.service_id, escalated, ack_timeout, fmt),
                     "escalated")
 
 
@@ -188,16 +201,21 @@ def _paged(service_id: str, number: int, message: str, policy: EscalationPolicy,
                     armed_token=token_for(service_id, number, level), ack_deadline=deadline)
 
 
-def _page(service_id: str, incident: Incident, now: datetime,
-          ack_timeout: timedelta) -> tuple[Effect, ...]:
+def _page(service_id: str, incident: Incident, ack_timeout: timedelta,
+          fmt: PageFormat) -> tuple[Effect, ...]:
     """Notify every target of the incident's level, then arm its timeout."""
     level, number, message = incident.level, incident.number, incident.message
-    subject = f"[{service_id}] {message}"
-    text = (f"[{service_id}] level {level} page, incident #{number}: {message}. "
-            "Acknowledge it in the console.")
+    head = headline(service_id, number, level)
+    targets = incident.policy.level(level).targets
+    mail = sms = ("", "")  # (subject, text), each rendered once per level
+    if any(isinstance(target, EmailTarget) for target in targets):
+        mail = (subject(service_id, message), mail_body(head, message))
+    if not all(isinstance(target, EmailTarget) for target in targets):
+        sms = ("", sms_text(head, message, fmt))
     effects: list[Effect] = [
-        Notify(service_id, number, level, target, subject, text)
-        for target in incident.policy.level(level).targets
+        Notify(service_id, number, level, target,
+               *(mail if isinstance(target, EmailTarget) else sms))
+        for target in targets
     ]
     assert incident.armed_token is not None and incident.ack_deadline is not None
     effects.append(ArmAckTimeout(service_id, incident.armed_token, ack_timeout,

@@ -173,11 +173,12 @@ def test_target_listed_twice_is_notified_once():
 
 
 def test_notification_text_names_service_and_message():
-    """Every subject and text carries the service id and the alert message."""
+    """Every mail subject and every text carries the service id and the alert message."""
     [d] = run(RaiseAlert("disk full on db-3"))
     for effect in d.effects:
         if isinstance(effect, Notify):
-            assert "checkout" in effect.subject and "disk full on db-3" in effect.subject
+            if isinstance(effect.target, EmailTarget):
+                assert "checkout" in effect.subject and "disk full on db-3" in effect.subject
             assert "checkout" in effect.text and "disk full on db-3" in effect.text
 
 
