@@ -27,8 +27,13 @@ class InMemoryPolicyRepository:
     def remove(self, service_id: str) -> None:
         self._policies.pop(service_id, None)
 
+    def replace(self, policies: Iterable[EscalationPolicy]) -> None:
+        """Swap in a whole new set at once (a config reload): readers see old or new."""
+        self._policies = {policy.service_id: policy for policy in policies}
+
     def service_ids(self) -> list[str]:
-        return sorted(self._policies)
+        """Every service id, in the order the policies were given."""
+        return list(self._policies)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
-import structlog
 
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
-from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     ArmAckTimeout,
@@ -30,6 +28,7 @@ from pager_actors.domain import (
     mask_target,
     mask_text,
 )
+from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import (
     DeliveryResult,
     MailSender,
@@ -39,7 +38,7 @@ from pager_actors.ports import (
 )
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors.adapters")
+log = get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import Envelope, ServiceInbox
 from pager_actors._work import WorkTracker
 from pager_actors.domain import Effect
+from pager_actors.logs import get_logger
 from pager_actors.ports import (
     DeliveryResult,
     StateStore,
@@ -32,7 +32,7 @@ from pager_actors.ports import (
     TransitionRefusedError,
 )
 
-log = structlog.get_logger("pager_actors.store")
+log = get_logger("pager_actors.store")
 
 MAX_BATCH = 2000
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher, RetryPolicy
 from pager_actors._commit import (
@@ -41,6 +40,7 @@ from pager_actors.domain import (
     UnknownServiceError,
 )
 from pager_actors.errors import PagerOverloadedError, PagerStoppedError
+from pager_actors.logs import get_logger
 from pager_actors.ports import (
     MailSender,
     PolicyRepository,
@@ -51,7 +51,7 @@ from pager_actors.ports import (
 )
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors")
+log = get_logger("pager_actors")
 
 DEFAULT_ACK_TIMEOUT = timedelta(minutes=15)
 _HEALTHY = ServiceStatus(Health.HEALTHY, None, False, None)
@@ -180,7 +180,11 @@ class Pager:
     # -- commands -------------------------------------------------------------
 
     def alert(self, service_id: str, message: str) -> CommandFuture[Outcome]:
-        """The service misbehaves: open an incident unless one is open."""
+        """The service misbehaves: open an incident unless one is open.
+
+        Raises ValueError at once, before anything is queued, for a message
+        that is not text a store can keep (a lone surrogate).
+        """
         return self._submit(service_id, RaiseAlert(message))
 
     def acknowledge(self, service_id: str) -> CommandFuture[Outcome]:
@@ -296,6 +300,11 @@ class Pager:
             depths["store_writer"] = self._writer.actor_inbox.qsize()  # type: ignore[attr-defined]
         depths.update(self._dispatcher.queue_depths())
         return depths
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called: new commands are refused."""
+        return self._stopping
 
     def store_problem(self) -> str | None:
         """Why the store refuses commits (disk full...), or None while it takes them.

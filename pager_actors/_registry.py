@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._commit import Barrier
@@ -45,9 +44,10 @@ from pager_actors._service import (
 )
 from pager_actors.domain import ArmAckTimeout
 from pager_actors.errors import DeadLetterError, PagerStoppedError, ServiceQuarantinedError
+from pager_actors.logs import get_logger
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors.registry")
+log = get_logger("pager_actors.registry")
 
 
 @dataclass(frozen=True)

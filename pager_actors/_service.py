@@ -10,13 +10,11 @@ from types import TracebackType
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import InboxClosed, ServiceInbox
-from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     Command,
@@ -30,9 +28,10 @@ from pager_actors.domain import (
     decide,
 )
 from pager_actors.errors import PagerStoppedError
+from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import PolicyRepository, StateStore, Transition
 
-log = structlog.get_logger("pager_actors.service")
+log = get_logger("pager_actors.service")
 
 
 class GetStatus:

@@ -7,6 +7,7 @@
     GET  /api/v1/services                      every configured service's status
     POST /api/v1/alertmanager                  Alertmanager webhook (payload version 4)
     GET  /healthz                              liveness
+    GET  /readyz                               readiness: 503 while the store refuses commits
     GET  /metrics                              Prometheus metrics
 
 Errors are JSON `{"error": "..."}`: 400 malformed, 401 missing or wrong token,
@@ -60,8 +61,11 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
 _log = logging.getLogger("pager_actors.http")
 
 
-def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
-    service_ids = [policy.service_id for policy in config.services]
+def create_app(pager: Pager, config: Config, metrics: Metrics, *,
+               services: Callable[[], list[str]] | None = None) -> Starlette:
+    """The app. `services` lists the service ids in force (they change on a reload)."""
+    listed = [policy.service_id for policy in config.services]
+    service_ids = services or (lambda: listed)
     label = config.alertmanager.service_label
     token = config.server.token
     limit = config.server.max_body_bytes
@@ -87,7 +91,8 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         return JSONResponse(_status_json(service_id, status))
 
     async def list_services(request: Request) -> Response:
-        statuses = await asyncio.to_thread(lambda: [(s, pager.status(s)) for s in service_ids])
+        statuses = await asyncio.to_thread(lambda: [(s, pager.status(s))
+                                                    for s in service_ids()])
         return JSONResponse({"services": [_status_json(s, st) for s, st in statuses]})
 
     async def alertmanager(request: Request) -> Response:
@@ -112,6 +117,12 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        problem = "the pager is stopping" if pager.stopping else pager.store_problem()
+        if problem is not None:
+            return JSONResponse({"status": "unready", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
     async def metrics_endpoint(request: Request) -> Response:
         text, content_type = metrics.exposition()
         return Response(text, media_type=content_type)
@@ -128,6 +139,7 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         Route("/api/{rest:path}", _guard(_api_not_found, token),
               methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})

@@ -25,6 +25,7 @@ from pager_actors.domain.model import (
     ServiceStatus,
     SmsTarget,
     Target,
+    check_service_id,
     parse_target,
 )
 from pager_actors.domain.texts import PageFormat
@@ -51,6 +52,7 @@ __all__ = [
     "SmsTarget",
     "Target",
     "UnknownServiceError",
+    "check_service_id",
     "decide",
     "mask_email",
     "mask_phone",

@@ -19,7 +19,14 @@ from pager_actors.domain.model import (
     MonitoredService,
     Target,
 )
-from pager_actors.domain.texts import PageFormat, headline, mail_body, sms_text, subject
+from pager_actors.domain.texts import (
+    PageFormat,
+    check_text,
+    headline,
+    mail_body,
+    sms_text,
+    subject,
+)
 
 DEFAULT_FORMAT = PageFormat()
 
@@ -28,7 +35,12 @@ DEFAULT_FORMAT = PageFormat()
 
 @dataclass(frozen=True, slots=True)
 class RaiseAlert:
+    """The service misbehaves. `message` must be text a store can keep (ValueError if not)."""
+
     message: str
+
+    def __post_init__(self) -> None:
+        check_text(self.message, "an alert message")
 
 
 @dataclass(frozen=True, slots=True)

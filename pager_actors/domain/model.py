@@ -7,6 +7,7 @@ returning a new one.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +73,17 @@ class Level:
         object.__setattr__(self, "targets", unique)
 
 
+SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_service_id(service_id: object) -> str:
+    """`service_id` if it is a valid id (it appears in URLs and timer tokens), else ValueError."""
+    if not isinstance(service_id, str) or not SERVICE_ID.fullmatch(service_id):
+        raise ValueError(f"not a service id (1-128 of A-Z a-z 0-9 . _ : -, starting with a "
+                         f"letter or digit): {service_id!r}")
+    return service_id
+
+
 @dataclass(frozen=True, init=False)
 class EscalationPolicy:
     """The ordered levels to notify for one monitored service."""
@@ -80,8 +92,7 @@ class EscalationPolicy:
     levels: tuple[Level, ...]
 
     def __init__(self, service_id: str, levels: Iterable[Level]) -> None:
-        if not service_id:
-            raise ValueError("a policy needs a service id")
+        check_service_id(service_id)
         levels = tuple(levels)
         if not levels:
             raise ValueError(f"policy for {service_id!r} has no levels")

@@ -43,6 +43,18 @@ class PageFormat:
                              f"{self.sms_message_chars}")
 
 
+def check_text(text: object, what: str) -> str:
+    """`text` if it is a string UTF-8 can encode (no lone surrogate), else ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} is not valid Unicode text (lone surrogate)") from None
+    return text
+
+
 def one_line(text: str) -> str:
     """`"a\\r\\n\\tb"` -> `"a b"`: NUL removed, every run of control characters one space."""
     return _CONTROL_RUN.sub(" ", text.replace("\x00", "")).strip()

@@ -182,3 +182,13 @@ def test_services_are_independent(pager, sms):
     pager.alert("search", "b").get(timeout=5)
     pager.acknowledge("checkout").get(timeout=5)
     assert pager.status("search").acknowledged is False
+
+
+def test_an_alert_whose_text_cannot_be_stored_is_refused_at_once(pager, mail):
+    """A lone surrogate is a ValueError at the call: nothing is queued, nothing is paged."""
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        pager.alert("checkout", "bad \ud800")
+    with pytest.raises(ValueError, match="must be a string"):
+        pager.alert("checkout", b"bytes")  # type: ignore[arg-type]
+    pager.flush()
+    assert mail.sent == [] and pager.status("checkout").health.value == "healthy"

@@ -31,8 +31,9 @@ class RecordingDispatcher:
         self.released.extend(e.service_id for e in effects)
 
 
-def commit_for(service_id: str, message: str) -> Commit:
-    decision = decide(MonitoredService(service_id), RaiseAlert(message),
+def commit_for(service_id: str, opened_before: int = 0) -> Commit:
+    """A commit opening an incident; past 2**63 incidents SQLite cannot store its number."""
+    decision = decide(MonitoredService(service_id, None, opened_before), RaiseAlert("down"),
                       two_level_policy(service_id), now=datetime(2026, 11, 30, tzinfo=UTC),
                       ack_timeout=timedelta(minutes=15))
     return Commit(service_id, Transition(0, decision.service, decision.effects),
@@ -40,7 +41,8 @@ def commit_for(service_id: str, message: str) -> Commit:
 
 
 def test_a_refused_transition_fails_only_its_own_command(tmp_path):
-    """In one batch, the transition SQLite cannot hold fails; the others commit and page."""
+    """In one batch, the transition SQLite cannot hold (an integer past 64 bits) fails alone;
+    the others commit and page."""
     store = SqliteStore(tmp_path / "pager.db")
     work = WorkTracker()
     dispatcher = RecordingDispatcher(work)
@@ -55,8 +57,8 @@ def test_a_refused_transition_fails_only_its_own_command(tmp_path):
 
     committer.barrier(Barrier("gate", hold))  # the writer waits here; the batch piles up
     assert held.wait(5)
-    commits = [commit_for("alpha", "ok"), commit_for("bad", "lone \ud800"),
-               commit_for("omega", "ok")]
+    commits = [commit_for("alpha"), commit_for("bad", opened_before=2**63),
+               commit_for("omega")]
     work.begin(len(commits))
     for commit in commits:
         committer.submit(commit)

@@ -22,8 +22,8 @@ from pager_actors.ports import (
 from tests.conftest import two_level_policy
 
 
-def opened(service_id: str, message: str = "down") -> Transition:
-    decision = decide(MonitoredService(service_id), RaiseAlert(message),
+def opened(service_id: str, message: str = "down", before: int = 0) -> Transition:
+    decision = decide(MonitoredService(service_id, None, before), RaiseAlert(message),
                       two_level_policy(service_id), now=datetime(2026, 11, 30, tzinfo=UTC),
                       ack_timeout=timedelta(minutes=15))
     return Transition(0, decision.service, decision.effects)
@@ -145,10 +145,10 @@ def test_disk_full_is_said_plainly_and_nothing_is_half_written(tmp_path):
 
 
 def test_a_transition_sqlite_cannot_hold_is_refused_by_service(tmp_path):
-    """Text UTF-8 cannot encode is refused as that service's transition, naming it."""
+    """A value SQLite cannot hold (an integer past 64 bits) is refused as that service's."""
     store = SqliteStore(tmp_path / "pager.db")
     with pytest.raises(TransitionRefusedError) as refused:
-        store.commit([opened("good"), opened("bad", "lone \ud800 surrogate")])
+        store.commit([opened("good"), opened("bad", before=2**63)])
     assert refused.value.service_id == "bad"
     assert store.load("good") is None  # the whole call was rolled back
     store.commit([opened("good")])

@@ -318,3 +318,18 @@ def test_an_unexpected_error_is_a_500_without_its_details(world, monkeypatch):
     response = client.get("/api/v1/services/checkout")
     assert response.status_code == 500
     assert "secret detail" not in response.text
+
+
+def test_readyz_says_why_the_pager_is_not_ready(world, monkeypatch):
+    """/readyz: 200 while commits work; 503 with the reason while the store refuses them."""
+    client, pager, *_ = world
+    assert client.get("/readyz").json() == {"status": "ready"}
+    monkeypatch.setattr(pager, "store_problem", lambda: "pager.db: commit failed: disk full")
+    unready = client.get("/readyz")
+    assert unready.status_code == 503
+    assert unready.json() == {"status": "unready",
+                              "reason": "pager.db: commit failed: disk full"}
+    assert client.get("/healthz").status_code == 200  # liveness is another matter
+    monkeypatch.undo()
+    pager.stop()
+    assert client.get("/readyz").json()["reason"] == "the pager is stopping"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -175,3 +176,60 @@ def test_a_file_that_is_not_a_ca_certificate_is_refused(tmp_path):
     [problem] = problems(tmp_path, GOOD.replace("starttls = true",
                                                 f'starttls = true\nca_file = "{junk}"'))
     assert "[mail] ca_file: not a usable CA certificate file" in problem
+
+
+@pytest.mark.parametrize("token", ["has space", "tab\there", "naïve", "line\nbreak"])
+def test_a_token_must_be_printable_ascii_without_spaces_from_file_or_environment(tmp_path,
+                                                                                 token):
+    """A token HTTP cannot carry is refused wherever it comes from, and never printed."""
+    escaped = token.replace("\t", "\\t").replace("\n", "\\n")
+    [from_file] = problems(tmp_path, GOOD.replace('token = "from-file"', f'token = "{escaped}"'))
+    [from_env] = problems(tmp_path, GOOD, {"PAGER_SERVER_TOKEN": token})
+    for problem in (from_file, from_env):
+        assert "[server] token: must be printable ASCII without spaces" in problem
+        assert token not in problem
+
+
+@pytest.mark.parametrize("key,value", [
+    ("token", "12345"), ("password", "12345"), ("auth_token", "12345"), ("username", "12345"),
+    ("account_sid", "12345"),
+])
+def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path, key, value):
+    """No problem line ever carries a secret's value, even a mistyped one."""
+    text = re.sub(rf'^{key} = ".*"$', f"{key} = {value}", GOOD, flags=re.MULTILINE)
+    [problem] = problems(tmp_path, text)
+    assert f"{key}: expected a string" in problem and value not in problem
+
+
+def test_check_config_prints_no_secret(tmp_path, capsys):
+    """A good config's summary and a bad one's problems name keys, never secret values."""
+    path = write(tmp_path, GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "x"'))
+    assert main(["check-config", str(path)]) == 2
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    out = capsys.readouterr()
+    for secret in ("from-file", '"pw"', "tok\n", "AC1"):
+        assert secret not in out.out + out.err
+
+
+@pytest.mark.parametrize("service_id", ["a/b", "-leading", "with space", "x" * 129, "", "é"])
+def test_a_service_id_outside_the_allowed_characters_is_refused(tmp_path, service_id):
+    """An id that cannot travel in a URL path segment (a/b) could never be acknowledged."""
+    [problem] = problems(tmp_path, GOOD.replace('id = "checkout"', f'id = "{service_id}"'))
+    assert "[[services]] #1 id: not a service id" in problem
+
+
+def test_sms_from_and_max_message_chars(tmp_path):
+    """PAGER_SMS_FROM sets [sms] from; max_message_chars is checked between 20 and 1000."""
+    config = load_config(write(tmp_path, GOOD.replace('from = "+15550000000"\n', "")),
+                         {"PAGER_SMS_FROM": "+15551112222"})
+    assert config.sms.from_number == "+15551112222" and config.sms.max_message_chars == 300
+    [problem] = problems(tmp_path, GOOD.replace("[sms]", "[sms]\nmax_message_chars = 5"))
+    assert "[sms] max_message_chars: must be between 20 and 1000" in problem
+
+
+def test_version(capsys):
+    """pager-actors --version names the installed version."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"pager-actors \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
