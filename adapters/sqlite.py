@@ -1,13 +1,17 @@
 """SqliteStore: the durable store, an embedded SQLite file in WAL mode.
 
-Layout (schema version 2, kept in `PRAGMA user_version`):
+Layout (schema version 3, kept in `PRAGMA user_version`; older files are
+migrated on open, their rows kept):
 - `services`: one row per service that ever changed: its version (optimistic
-  concurrency), incident counter, and the open incident as JSON, with the
-  escalation policy snapshot taken when it opened. The armed token and its
-  deadline are columns too, so recovery finds them with an index.
-- `outbox`: one row per notification, keyed by its delivery id, `pending`
-  until the adapter reports it `delivered` or `failed`.
-- `meta` (v2): small facts of the store itself; the readiness probe's row.
+  concurrency), its whole state as JSON (`adapters.state_json`: open incident
+  with the escalation policy snapshot taken when it opened, firing alerts,
+  maintenance windows, heartbeat), the timers it relies on (so recovery
+  finds them without decoding every state) and whether an incident is open.
+- `outbox`: one row per page, keyed by its delivery id, `pending` until the
+  adapter reports it `delivered` or `failed`.
+- `timeline`: each incident's events, appended in the same transaction as the
+  state that caused them; delivery outcomes are appended as they are marked.
+- `meta`: small facts of the store itself; the readiness probe's row.
 
 Every commit is one transaction with `synchronous=FULL`: once it returns, the
 data survives a process kill and a power cut. The engine batches many
@@ -24,23 +28,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+from adapters import state_json
 from adapters.statelock import StateLock
 from pager_actors.domain import (
-    EscalationPolicy,
-    Incident,
-    Level,
+    ArmedTimer,
+    IncidentSummary,
     MonitoredService,
     Notify,
+    Record,
+    TimelineEntry,
     parse_target,
 )
+from pager_actors.domain.timeline import summarize
 from pager_actors.ports import (
-    ArmedTimeout,
     DeliveryResult,
     StoreCorruptError,
     StoreError,
@@ -49,7 +54,7 @@ from pager_actors.ports import (
     VersionConflictError,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEEP_DELIVERED = timedelta(days=7)
 SQLITE_HEADER = b"SQLite format 3\x00"
 PROBE_BYTES = 8192
@@ -86,8 +91,60 @@ _SCHEMA_V2 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
-_TABLES = {1: {"services", "outbox"}, 2: {"services", "outbox", "meta"}}
+# v3: keyed alerts, rounds, windows, heartbeats and timelines. The state becomes one JSON
+# column; every page keeps its own delivery id (new rows name their round and page).
+_SCHEMA_V3 = """
+CREATE TABLE services_v3 (
+    service_id TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    timers     TEXT,
+    open       INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX services_timers ON services_v3 (service_id) WHERE timers IS NOT NULL;
+ALTER TABLE outbox ADD COLUMN round INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE outbox ADD COLUMN page INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE timeline (
+    id       INTEGER PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    incident INTEGER,
+    at       REAL NOT NULL,
+    event    TEXT NOT NULL,
+    level    INTEGER,
+    round    INTEGER,
+    target   TEXT,
+    channel  TEXT,
+    error    TEXT,
+    by       TEXT,
+    key      TEXT,
+    message  TEXT
+);
+CREATE INDEX timeline_incident ON timeline (service_id, incident);
+CREATE INDEX timeline_at ON timeline (at);
+"""
+
+
+def _migrate_v3(db: sqlite3.Connection) -> None:
+    """Each v2 row's incident gets the key `default` (a resolve of any key closes it)."""
+    for statement in filter(str.strip, _SCHEMA_V3.split(";")):
+        db.execute(statement)
+    rows = db.execute("SELECT service_id, version, incidents_opened, incident, updated_at "
+                      "FROM services").fetchall()
+    for service_id, version, opened, incident, updated in rows:
+        state = state_json.legacy_state(service_id, version, opened, incident,
+                                        datetime.fromtimestamp(updated, UTC))
+        db.execute("INSERT INTO services_v3 VALUES (?, ?, ?, ?, ?, ?)",
+                   (service_id, version, state_json.encode(state), _timers(state),
+                    int(state.incident is not None), updated))
+    db.execute("DROP TABLE services")
+    db.execute("ALTER TABLE services_v3 RENAME TO services")
+
+
+_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
+    1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _migrate_v3}
+_TABLES = {1: {"services", "outbox"}, 2: {"services", "outbox", "meta"},
+           3: {"services", "outbox", "meta", "timeline"}}
 
 # Errors that are one transition's own fault (a value SQLite cannot hold, a broken
 # constraint): that transition is refused and the rest of its batch can commit.
@@ -207,9 +264,13 @@ class SqliteStore:
         db = self._writer
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for target in range(version + 1, SCHEMA_VERSION + 1):
+            step = _MIGRATIONS[target]
             with self._transaction(db):
-                for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
-                    db.execute(statement)
+                if callable(step):
+                    step(db)
+                else:
+                    for statement in filter(str.strip, step.split(";")):
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version = {target}")
 
     def _prune(self) -> None:
@@ -245,12 +306,11 @@ class SqliteStore:
     def load(self, service_id: str) -> MonitoredService | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT version, incidents_opened, incident FROM services WHERE service_id = ?",
+                "SELECT version, state FROM services WHERE service_id = ?",
                 (service_id,)).fetchone()
         if row is None:
             return None
-        version, opened, incident = row
-        return MonitoredService(service_id, _incident_from_json(incident), opened, version)
+        return state_json.decode(service_id, row[0], row[1])
 
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
@@ -264,11 +324,7 @@ class SqliteStore:
                     raise TransitionRefusedError(t.state.service_id,
                                                  _reason(error)) from error
             if deliveries:
-                db.executemany(
-                    "UPDATE outbox SET status = ?, settled_at = ?, last_error = ? "
-                    "WHERE delivery_id = ?",
-                    [("delivered" if r.error is None else "failed", now, r.error,
-                      r.delivery_id) for r in deliveries])
+                self._settle(db, deliveries, now)
 
     def probe(self) -> None:
         """Write two pages' worth into `meta`: raises StoreError while the store cannot
@@ -279,23 +335,36 @@ class SqliteStore:
                 "INSERT INTO meta (key, value) VALUES ('probe', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (value,))
 
+    def _settle(self, db: sqlite3.Connection, deliveries: Sequence[DeliveryResult],
+                now: float) -> None:
+        """Mark the rows, and append each page's outcome to its incident's timeline."""
+        db.executemany(
+            "UPDATE outbox SET status = ?, settled_at = ?, last_error = ? WHERE delivery_id = ?",
+            [("delivered" if r.error is None else "failed", now, r.error, r.delivery_id)
+             for r in deliveries])
+        errors = {r.delivery_id: r.error for r in deliveries}
+        marks = ",".join("?" * len(errors))
+        rows = db.execute(f"SELECT delivery_id, service_id, incident, level, round, target "
+                          f"FROM outbox WHERE delivery_id IN ({marks})", list(errors)).fetchall()
+        at = datetime.fromtimestamp(now, UTC)
+        db.executemany(_INSERT_ENTRY, [
+            _entry_row(sid, Notify(sid, incident, level, parse_target(target), "", "", key,
+                                   round_).outcome(at, errors[key]))
+            for key, sid, incident, level, round_, target in rows])
+
     def _apply(self, db: sqlite3.Connection, t: Transition, now: float) -> None:
         state = t.state
-        incident = state.incident
-        row = (state.version, state.incidents_opened, _incident_to_json(incident),
-               incident.armed_token if incident else None,
-               incident.ack_deadline.timestamp() if incident and incident.ack_deadline else None,
-               now, state.service_id)
+        row = (state.version, state_json.encode(state), _timers(state),
+               int(state.incident is not None), now, state.service_id)
         if t.expected_version == 0:
             written = db.execute(
-                "INSERT INTO services (version, incidents_opened, incident, armed_token, "
-                "ack_deadline, updated_at, service_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (service_id) DO NOTHING", row).rowcount
+                "INSERT INTO services (version, state, timers, open, updated_at, service_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service_id) DO NOTHING", row).rowcount
         else:
             written = db.execute(
-                "UPDATE services SET version = ?, incidents_opened = ?, incident = ?, "
-                "armed_token = ?, ack_deadline = ?, updated_at = ? "
-                "WHERE service_id = ? AND version = ?", (*row, t.expected_version)).rowcount
+                "UPDATE services SET version = ?, state = ?, timers = ?, open = ?, "
+                "updated_at = ? WHERE service_id = ? AND version = ?",
+                (*row, t.expected_version)).rowcount
         if written != 1:
             found = db.execute("SELECT version FROM services WHERE service_id = ?",
                                (state.service_id,)).fetchone()
@@ -304,31 +373,62 @@ class SqliteStore:
         notes = [e for e in t.effects if isinstance(e, Notify)]
         if notes:
             db.executemany(
-                "INSERT INTO outbox (delivery_id, service_id, incident, level, target, subject, "
-                "body, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(n.key, n.service_id, n.incident, n.level, n.target.uri, n.subject, n.text, now)
-                 for n in notes])
+                "INSERT INTO outbox (delivery_id, service_id, incident, level, round, page, "
+                "target, subject, body, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(n.key, n.service_id, n.incident, n.level, n.round, n.page, n.target.uri,
+                  n.subject, n.text, now) for n in notes])
+        records = [e for e in t.effects if isinstance(e, Record)]
+        if records:
+            db.executemany(_INSERT_ENTRY, [_entry_row(r.service_id, r.entry) for r in records])
 
-    def armed_timeouts(self) -> list[ArmedTimeout]:
+    def armed_timeouts(self) -> list[ArmedTimer]:
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT service_id, armed_token, ack_deadline FROM services "
-                "WHERE armed_token IS NOT NULL").fetchall()
-        return [ArmedTimeout(sid, token, datetime.fromtimestamp(deadline, UTC))
-                for sid, token, deadline in rows]
+                "SELECT service_id, timers FROM services WHERE timers IS NOT NULL").fetchall()
+        return [ArmedTimer(sid, token, datetime.fromisoformat(deadline))
+                for sid, timers in rows for token, deadline in json.loads(timers)]
 
     def undelivered(self) -> list[Notify]:
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT service_id, incident, level, target, subject, body FROM outbox "
-                "WHERE status = 'pending' ORDER BY created_at").fetchall()
-        return [Notify(sid, incident, level, parse_target(target), subject, body)
-                for sid, incident, level, target, subject, body in rows]
+                "SELECT service_id, incident, level, target, subject, body, delivery_id, round, "
+                "page FROM outbox WHERE status = 'pending' ORDER BY created_at").fetchall()
+        return [Notify(sid, incident, level, parse_target(target), subject, body, key, round_,
+                       page)
+                for sid, incident, level, target, subject, body, key, round_, page in rows]
 
     def open_incidents(self) -> int:
         with self._read_lock:
             return int(self._reader.execute(
-                "SELECT count(*) FROM services WHERE incident IS NOT NULL").fetchone()[0])
+                "SELECT count(*) FROM services WHERE open = 1").fetchone()[0])
+
+    def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM timeline "
+                "WHERE service_id = ? AND incident = ? ORDER BY id",
+                (service_id, incident)).fetchall()
+        return [_entry(row) for row in rows]
+
+    def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM timeline WHERE service_id = ? AND incident IN "
+                "(SELECT DISTINCT incident FROM timeline WHERE service_id = ? "
+                "AND incident IS NOT NULL ORDER BY incident DESC LIMIT ?) ORDER BY id",
+                (service_id, service_id, limit)).fetchall()
+        by_incident: dict[int, list[TimelineEntry]] = {}
+        for row in rows:
+            entry = _entry(row)
+            by_incident.setdefault(entry.incident or 0, []).append(entry)
+        found = (summarize(n, by_incident[n]) for n in sorted(by_incident, reverse=True))
+        return [summary for summary in found if summary is not None]
+
+    def prune_timeline(self, before: datetime) -> int:
+        with self._write_lock, self._transaction(self._writer):
+            return int(self._writer.execute("DELETE FROM timeline WHERE at < ?",
+                                            (before.timestamp(),)).rowcount)
 
     def outbox(self) -> list[dict[str, Any]]:
         """Every outbox row, for inspection and tests."""
@@ -351,47 +451,26 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-# -- JSON of an open incident ------------------------------------------------------
+# -- rows ---------------------------------------------------------------------------
+
+_ENTRY_COLUMNS = "incident, at, event, level, round, target, channel, error, by, key, message"
+_INSERT_ENTRY = ("INSERT INTO timeline (service_id, incident, at, event, level, round, target, "
+                 "channel, error, by, key, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def _incident_to_json(incident: Incident | None) -> str | None:
-    if incident is None:
+def _entry_row(service_id: str, e: TimelineEntry) -> tuple[object, ...]:
+    return (service_id, e.incident, e.at.timestamp(), e.event, e.level, e.round, e.target,
+            e.channel, e.error, e.by, e.key, e.message)
+
+
+def _entry(row: tuple[Any, ...]) -> TimelineEntry:
+    incident, at, *rest = row
+    return TimelineEntry(datetime.fromtimestamp(at, UTC), rest[0], incident, *rest[1:])
+
+
+def _timers(state: MonitoredService) -> str | None:
+    """The state's timers as JSON [[token, deadline], ...], or NULL when it has none."""
+    timers = state.timers()
+    if not timers:
         return None
-    return json.dumps({
-        "number": incident.number, "message": incident.message, "level": incident.level,
-        "acknowledged": incident.acknowledged, "armed_token": incident.armed_token,
-        "ack_deadline": incident.ack_deadline.isoformat() if incident.ack_deadline else None,
-        "policy": _policy_to_json(incident.policy),
-    }, separators=(",", ":"))
-
-
-def _incident_from_json(text: str | None) -> Incident | None:
-    if text is None:
-        return None
-    data = json.loads(text)
-    deadline = data["ack_deadline"]
-    return Incident(data["number"], data["message"], _policy_from_json(data["policy"]),
-                    data["level"], data["acknowledged"], data["armed_token"],
-                    datetime.fromisoformat(deadline) if deadline else None)
-
-
-@lru_cache(maxsize=4096)
-def _policy_to_json(policy: EscalationPolicy) -> dict[str, Any]:
-    return {"service_id": policy.service_id,
-            "levels": [[t.uri for t in level.targets] for level in policy.levels]}
-
-
-_policies_seen: dict[str, EscalationPolicy] = {}
-
-
-def _policy_from_json(data: dict[str, Any]) -> EscalationPolicy:
-    """Decode a policy snapshot, sharing one object per distinct snapshot."""
-    key = json.dumps(data, sort_keys=True)
-    policy = _policies_seen.get(key)
-    if policy is None:
-        policy = EscalationPolicy(data["service_id"], [
-            Level([parse_target(uri) for uri in level]) for level in data["levels"]])
-        if len(_policies_seen) < 65536:
-            _policies_seen[key] = policy
-    return policy
-
+    return json.dumps([[t.token, t.deadline.isoformat()] for t in timers])

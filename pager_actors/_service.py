@@ -23,6 +23,7 @@ from pager_actors.domain import (
     MonitoredService,
     Notify,
     PageFormat,
+    Record,
     ServiceStatus,
     UnknownServiceError,
     decide,
@@ -35,7 +36,7 @@ log = get_logger("pager_actors.service")
 
 
 class GetStatus:
-    """Query: the service's current status (changes nothing)."""
+    """Query: the service's current state (changes nothing)."""
 
 
 STATUS = GetStatus()
@@ -156,10 +157,9 @@ class ServiceActor(pykka.ThreadingActor):
             if letter.command is STATUS:
                 if self._rt.policies.get(self._cell.service_id) is None:
                     raise UnknownServiceError(self._cell.service_id)
-                status = self._cell.state.status()  # type: ignore[union-attr]
                 letter.handled = True
                 self._rt.committer.submit(Commit(self._cell.service_id, None, (), letter.future,
-                                                 status))
+                                                 self._cell.state))
             else:
                 self._apply(letter)
         except UnknownServiceError as error:
@@ -180,7 +180,9 @@ class ServiceActor(pykka.ThreadingActor):
                           decision.service, decision.effects)
         transition = Transition(state.version, decision.service, decision.effects) if changed \
             else None
-        commit = Commit(cell.service_id, transition, decision.effects, letter.future, outcome)
+        # Timeline records are for the store; pages and timers go to the adapters.
+        actions = tuple(e for e in decision.effects if not isinstance(e, Record))
+        commit = Commit(cell.service_id, transition, actions, letter.future, outcome)
         rt.committer.submit(commit)  # an inline commit that fails raises: state stays as it was
         letter.handled = True
         cell.state = decision.service
@@ -192,13 +194,22 @@ class ServiceActor(pykka.ThreadingActor):
             if self._log_each:
                 self._log.debug("command_ignored", reason=decision.reason)
             return
-        self._rt.counters.inc(decision.event)
+        happened = [e.entry.event for e in decision.effects
+                    if isinstance(e, Record) and e.entry.event != "paged"]
+        if happened:
+            self._rt.counters.inc_all(happened)
+        if decision.event == "escalation_exhausted":
+            # Nobody else will be paged for this incident: worth a warning whatever the level.
+            incident = decision.service.incident
+            self._log.warning("escalation_exhausted", incident=incident and incident.number,
+                              reason=decision.reason)
+            return
         if not self._log_each:
             return
         status = decision.service.status()
         notified = sum(isinstance(effect, Notify) for effect in decision.effects)
         self._log.info(decision.event, page_level=status.level, acknowledged=status.acknowledged,
-                       notified=notified)
+                       notified=notified, reason=decision.reason)
 
     def on_stop(self) -> None:
         self._hand_over(None)

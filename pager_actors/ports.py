@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
-from pager_actors.domain import Effect, EscalationPolicy, MonitoredService, Notify, PagerError
+from pager_actors.domain import (
+    ArmedTimer,
+    Effect,
+    EscalationPolicy,
+    IncidentSummary,
+    MonitoredService,
+    Notify,
+    PagerError,
+    TimelineEntry,
+)
 
 
 class PolicyRepository(Protocol):
@@ -72,7 +81,8 @@ class Transition:
 
     The store applies it only if the service's stored version is still
     `expected_version` (0: never stored); otherwise it raises VersionConflictError.
-    Its Notify effects become outbox rows keyed by `Notify.key`.
+    Its Notify effects become outbox rows keyed by `Notify.key`; its Record
+    effects are appended to the service's timeline.
     """
 
     expected_version: int
@@ -82,19 +92,14 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """The outcome of one outbox row's port call: delivered (error None) or failed."""
+    """The outcome of one outbox row's port call: delivered (error None) or failed.
+
+    `error` is already masked. The store marks the row and appends `delivered`
+    or `delivery_failed` to the incident's timeline.
+    """
 
     delivery_id: str
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ArmedTimeout:
-    """An acknowledgement timeout that must be armed again after a restart."""
-
-    service_id: str
-    token: str
-    deadline: datetime
 
 
 class StoreError(PagerError):
@@ -152,8 +157,9 @@ class StateStore(Protocol):
         """
         ...
 
-    def armed_timeouts(self) -> list[ArmedTimeout]:
-        """Every open, unacknowledged incident's armed timeout."""
+    def armed_timeouts(self) -> list[ArmedTimer]:
+        """Every timer the stored states rely on: ack timeouts and expiries, heartbeats,
+        ends of maintenance windows (`MonitoredService.timers()`)."""
         ...
 
     def undelivered(self) -> list[Notify]:
@@ -162,6 +168,18 @@ class StateStore(Protocol):
 
     def open_incidents(self) -> int:
         """How many services have an open incident (for the metrics gauge)."""
+        ...
+
+    def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
+        """The incident's timeline, oldest first (empty if unknown or pruned)."""
+        ...
+
+    def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
+        """The service's last `limit` incidents, newest first, from their timelines."""
+        ...
+
+    def prune_timeline(self, before: datetime) -> int:
+        """Forget timeline entries older than `before`; how many were removed."""
         ...
 
     def probe(self) -> None:

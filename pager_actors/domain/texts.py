@@ -76,9 +76,10 @@ def cut_utf8(text: str, limit: int) -> str:
     return data[:room].decode("utf-8", "ignore") + ELLIPSIS
 
 
-def subject(service_id: str, message: str) -> str:
-    """A mail's Subject: one line, at most SUBJECT_MAX_CHARS."""
-    return cut(f"[{service_id}] {one_line(message)}", SUBJECT_MAX_CHARS)
+def subject(service_id: str, message: str, tail: str = "") -> str:
+    """A mail's Subject: one line, at most SUBJECT_MAX_CHARS; `tail` is never cut."""
+    tail = f" {tail}" if tail else ""
+    return cut(f"[{service_id}] {one_line(message)}", SUBJECT_MAX_CHARS - len(tail)) + tail
 
 
 def headline(service_id: str, incident: int, level: int) -> str:

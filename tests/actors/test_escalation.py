@@ -52,7 +52,7 @@ def test_second_alert_while_unhealthy_does_nothing(pager, mail, sms, timer):
     pager.alert("checkout", "first").get(timeout=5)
     outcome = pager.alert("checkout", "second").get(timeout=5)
     pager.flush()
-    assert outcome.effects == () and outcome.reason == "already_unhealthy"
+    assert outcome.effects == () and outcome.reason == "duplicate"
     assert len(mail.sent) == 1 and len(sms.sent) == 1 and len(timer.armed) == 1
     assert pager.status("checkout").message == "first"
 

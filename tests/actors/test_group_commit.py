@@ -89,7 +89,8 @@ def test_a_full_disk_makes_the_pager_unready_until_writes_work_again(policies, t
                         timer=ManualTimer(), store=store)
     try:
         assert pager.store_problem() is None
-        store._writer.execute("PRAGMA max_page_count = 1")
+        store._writer.execute("VACUUM")  # no free page left to write into,
+        store._writer.execute("PRAGMA max_page_count = 1")  # and no new one: a full disk
         with pytest.raises(StoreError, match="disk full"):
             pager.alert("checkout", "x" * 5000).get(timeout=5)
         assert "disk full" in (pager.store_problem() or "")  # and asks for a probe
