@@ -1,10 +1,15 @@
 """The HTTP API (Starlette): JSON in and out, 202 once a command is committed.
 
-    POST /api/v1/alerts                        {"service_id", "message"}
-    POST /api/v1/services/{id}/acknowledge
-    POST /api/v1/services/{id}/healthy
-    GET  /api/v1/services/{id}                 the service's status
-    GET  /api/v1/services                      every configured service's status
+    POST   /api/v1/alerts                      {"service_id", "message", "key"?, "status"?}
+    POST   /api/v1/services/{id}/acknowledge
+    POST   /api/v1/services/{id}/healthy       resolve the incident, clear every key
+    POST   /api/v1/services/{id}/heartbeat
+    POST   /api/v1/services/{id}/maintenance   {"start"?, "end", "reason"?} -> 201
+    DELETE /api/v1/services/{id}/maintenance/{window}
+    GET    /api/v1/services/{id}               status, firing alerts, maintenance windows
+    GET    /api/v1/services/{id}/incidents     the last 50 incidents
+    GET    /api/v1/services/{id}/incidents/{n} one incident with its timeline
+    GET    /api/v1/services                    every configured service
     POST /api/v1/alertmanager                  Alertmanager webhook (payload version 4)
     GET  /healthz                              liveness
     GET  /readyz                               readiness: 503 while the store refuses commits
@@ -22,6 +27,7 @@ import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pykka
@@ -32,17 +38,20 @@ from starlette.routing import Route
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
+from pager_actors._service import Outcome
+from pager_actors.daemon import payloads, views
 from pager_actors.daemon.config import Config
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.payloads import (
-    AlertmanagerAlert,
+    AlertIn,
     HttpError,
     alertmanager_alerts,
     json_object,
     require_text,
-    text_field,
 )
-from pager_actors.domain import PagerError, ServiceStatus, UnknownServiceError
+from pager_actors.domain import PagerError, UnknownServiceError
+from pager_actors.domain.model import MAX_WINDOW
+from pager_actors.domain.timeline import summarize
 from pager_actors.errors import DeadLetterError, PagerOverloadedError, PagerStoppedError
 from pager_actors.ports import StoreError
 
@@ -65,40 +74,115 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
                services: Callable[[], list[str]] | None = None) -> Starlette:
     """The app. `services` lists the service ids in force (they change on a reload)."""
     listed = [policy.service_id for policy in config.services]
-    service_ids = services or (lambda: listed)
-    label = config.alertmanager.service_label
+    api = _Api(pager, config, metrics, services or (lambda: listed))
     token = config.server.token
-    limit = config.server.max_body_bytes
+    service = "/api/v1/services/{service_id}"
+    routes = [
+        Route("/api/v1/alerts", _guard(api.post_alert, token), methods=["POST"]),
+        Route("/api/v1/alertmanager", _guard(api.alertmanager, token), methods=["POST"]),
+        Route("/api/v1/services", _guard(api.list_services, token), methods=["GET"]),
+        Route(service, _guard(api.get_service, token), methods=["GET"]),
+        Route(f"{service}/maintenance", _guard(api.start_maintenance, token), methods=["POST"]),
+        Route(f"{service}/maintenance/{{window:int}}", _guard(api.end_maintenance, token),
+              methods=["DELETE"]),
+        Route(f"{service}/incidents", _guard(api.list_incidents, token), methods=["GET"]),
+        Route(f"{service}/incidents/{{number:int}}", _guard(api.get_incident, token),
+              methods=["GET"]),
+        Route(f"{service}/{{command:str}}",
+              _guard(api.post_command, token, commands=("acknowledge", "healthy", "heartbeat")),
+              methods=["POST"]),
+        # Any other /api/ path: the token is still checked first, then 404.
+        Route("/api/{rest:path}", _guard(_api_not_found, token),
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
 
-    async def post_alert(request: Request) -> Response:
-        body = await json_object(request, limit)
-        require_text(body)
-        service_id, message = text_field(body, "service_id"), text_field(body, "message")
-        outcome = await _committed(pager.alert(service_id, message))
-        metrics.alerts_received.labels(source="api").inc()
-        return _accepted(service_id, outcome)
 
-    async def post_command(request: Request) -> Response:
+class _Api:
+    """The handlers: each parses its request (`payloads`), calls the Pager facade and shapes
+    the answer (`views`)."""
+
+    def __init__(self, pager: Pager, config: Config, metrics: Metrics,
+                 service_ids: Callable[[], list[str]]) -> None:
+        self.pager, self.metrics, self.service_ids = pager, metrics, service_ids
+        self.label = config.alertmanager.service_label
+        self.limit = config.server.max_body_bytes
+
+    async def post_alert(self, request: Request) -> Response:
+        given = payloads.alert(await json_object(request, self.limit))
+        outcome = await _committed(_submit(self.pager, given))
+        if given.status == "firing":
+            self.metrics.alerts_received.labels(source="api").inc()
+        return _accepted(outcome)
+
+    async def post_command(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         command = request.path_params["command"]
-        future = pager.acknowledge(service_id) if command == "acknowledge" \
-            else pager.healthy(service_id)
-        return _accepted(service_id, await _committed(future))
+        future = {"acknowledge": self.pager.acknowledge, "healthy": self.pager.healthy,
+                  "heartbeat": self.pager.heartbeat}[command](service_id)
+        outcome = await _committed(future)
+        if outcome.reason == "no_heartbeat":
+            raise HttpError(400, f"service {service_id!r} has no heartbeat configured")
+        return _accepted(outcome)
 
-    async def get_service(request: Request) -> Response:
+    async def get_service(self, request: Request) -> Response:
+        state = await asyncio.to_thread(self.pager.state, request.path_params["service_id"])
+        return JSONResponse(views.service(state))
+
+    async def list_services(self, request: Request) -> Response:
+        states = await asyncio.to_thread(lambda: [self.pager.state(s) for s in self.service_ids()])
+        return JSONResponse({"services": [views.service(state) for state in states]})
+
+    async def start_maintenance(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        status = await asyncio.to_thread(pager.status, service_id)
-        return JSONResponse(_status_json(service_id, status))
+        body = await json_object(request, self.limit)
+        require_text(body)
+        start, end = payloads.moment(body, "start"), payloads.moment(body, "end")
+        if end is None:
+            raise HttpError(400, "missing field 'end'")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise HttpError(400, "field 'reason' must be a string")
+        _check_window(start or datetime.now(UTC), end)
+        outcome = await _committed(self.pager.start_maintenance(service_id, end, start, reason))
+        if outcome.event != "maintenance_started":
+            raise HttpError(400, "the window is not valid now: end after start, within "
+                                 "7 days of it, and not over")
+        window = outcome.state.windows[-1]
+        return JSONResponse(views.window(window), status_code=201)
 
-    async def list_services(request: Request) -> Response:
-        statuses = await asyncio.to_thread(lambda: [(s, pager.status(s))
-                                                    for s in service_ids()])
-        return JSONResponse({"services": [_status_json(s, st) for s, st in statuses]})
+    async def end_maintenance(self, request: Request) -> Response:
+        service_id = request.path_params["service_id"]
+        window = request.path_params["window"]
+        outcome = await _committed(self.pager.end_maintenance(service_id, window))
+        if outcome.reason == "unknown_window":
+            raise HttpError(404, f"service {service_id!r} has no maintenance window {window}")
+        return _accepted(outcome, status_code=200)
 
-    async def alertmanager(request: Request) -> Response:
-        body = await json_object(request, limit)
+    async def list_incidents(self, request: Request) -> Response:
+        service_id = request.path_params["service_id"]
+        found = await asyncio.to_thread(self.pager.incidents, service_id)
+        return JSONResponse({"service_id": service_id,
+                             "incidents": [views.incident(i) for i in found]})
+
+    async def get_incident(self, request: Request) -> Response:
+        service_id, number = request.path_params["service_id"], request.path_params["number"]
+        entries = await asyncio.to_thread(self.pager.timeline, service_id, number)
+        summary = summarize(number, entries)
+        if summary is None:
+            raise HttpError(404, f"service {service_id!r} has no incident {number} "
+                                 "(or it is older than the timeline keeps)")
+        return JSONResponse({"service_id": service_id, **views.incident(summary),
+                             "timeline": [views.entry(e) for e in entries]})
+
+    async def alertmanager(self, request: Request) -> Response:
+        body = await json_object(request, self.limit)
         pending: list[tuple[dict[str, Any], CommandFuture[Any] | None]] = [
-            _submit_alertmanager(pager, alert) for alert in alertmanager_alerts(body, label)]
+            _submit_alertmanager(self.pager, alert)
+            for alert in alertmanager_alerts(body, self.label)]
         results = []
         for result, future in pending:
             if future is not None:
@@ -106,7 +190,7 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
                     outcome = await _committed(future)
                     result.update(accepted=True, event=outcome.event)
                     if result["status"] == "firing":
-                        metrics.alerts_received.labels(source="alertmanager").inc()
+                        self.metrics.alerts_received.labels(source="alertmanager").inc()
                 except HttpError as error:
                     result.update(accepted=False, error=str(error), code=error.status)
             results.append(result)
@@ -114,35 +198,35 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
         code = 202 if accepted or not results else max(r.get("code", 400) for r in results)
         return JSONResponse({"results": results}, status_code=code)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def readyz(self, request: Request) -> Response:
+        pager = self.pager
         problem = "the pager is stopping" if pager.stopping else pager.store_problem()
         if problem is not None:
             return JSONResponse({"status": "unready", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        text, content_type = metrics.exposition()
+    async def metrics_endpoint(self, request: Request) -> Response:
+        text, content_type = self.metrics.exposition()
         return Response(text, media_type=content_type)
 
-    routes = [
-        Route("/api/v1/alerts", _guard(post_alert, token), methods=["POST"]),
-        Route("/api/v1/alertmanager", _guard(alertmanager, token), methods=["POST"]),
-        Route("/api/v1/services", _guard(list_services, token), methods=["GET"]),
-        Route("/api/v1/services/{service_id}", _guard(get_service, token), methods=["GET"]),
-        Route("/api/v1/services/{service_id}/{command:str}",
-              _guard(post_command, token, commands=("acknowledge", "healthy")),
-              methods=["POST"]),
-        # Any other /api/ path: the token is still checked first, then 404.
-        Route("/api/{rest:path}", _guard(_api_not_found, token),
-              methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
-    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+
+def _check_window(start: datetime, end: datetime) -> None:
+    """The API's rules for a maintenance window, said precisely before anything is queued."""
+    if end <= datetime.now(UTC):
+        raise HttpError(400, "'end' is already past")
+    if end <= start:
+        raise HttpError(400, "'end' must be after 'start'")
+    if end - start > MAX_WINDOW:
+        raise HttpError(400, f"a window lasts at most {MAX_WINDOW.days} days")
+
+
+def _submit(pager: Pager, given: AlertIn) -> CommandFuture[Any]:
+    if given.status == "firing":
+        return pager.alert(given.service_id, given.message, given.key)
+    return pager.resolve_alert(given.service_id, given.key)
 
 
 def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
@@ -208,26 +292,19 @@ def _error_status(error: BaseException) -> tuple[int, str]:
     return 500, "internal error (logged by the daemon)"
 
 
-def _submit_alertmanager(pager: Pager, alert: AlertmanagerAlert | HttpError
+def _submit_alertmanager(pager: Pager, alert: AlertIn | HttpError
                          ) -> tuple[dict[str, Any], CommandFuture[Any] | None]:
     if isinstance(alert, HttpError):
         return {"accepted": False, "error": str(alert), "code": alert.status}, None
     result: dict[str, Any] = {"service_id": alert.service_id, "status": alert.status,
-                              "alertname": alert.alertname}
-    if alert.status == "firing":
-        return result, pager.alert(alert.service_id, alert.message)
-    return result, pager.healthy(alert.service_id)
+                              "alertname": alert.alertname, "key": alert.key}
+    return result, _submit(pager, alert)
 
 
-def _accepted(service_id: str, outcome: Any) -> JSONResponse:
-    return JSONResponse({"service_id": service_id, "event": outcome.event,
-                         "reason": outcome.reason,
-                         "status": _status_json(service_id, outcome.status)}, status_code=202)
-
-
-def _status_json(service_id: str, status: ServiceStatus) -> dict[str, Any]:
-    return {"service_id": service_id, "health": status.health.value, "level": status.level,
-            "acknowledged": status.acknowledged, "message": status.message}
+def _accepted(outcome: Outcome, status_code: int = 202) -> JSONResponse:
+    return JSONResponse({"service_id": outcome.service_id, "event": outcome.event,
+                         "reason": outcome.reason, "status": views.service(outcome.state)},
+                        status_code=status_code)
 
 
 async def _api_not_found(request: Request) -> Response:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
+
+from pager_actors.domain import DEFAULT_KEY, check_key
 
 
 class HttpError(Exception):
@@ -95,16 +98,50 @@ def text_field(body: dict[str, Any], name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertmanagerAlert:
-    """One alert of a webhook, understood: `firing` with its message, or `resolved`."""
+class AlertIn:
+    """One alert, from the API or a webhook: `firing` with its message, or `resolved`."""
 
     service_id: str
     status: str
     message: str
-    alertname: str | None
+    key: str
+    alertname: str | None = None
 
 
-def alertmanager_alerts(body: dict[str, Any], label: str) -> list[AlertmanagerAlert | HttpError]:
+def alert(body: dict[str, Any]) -> AlertIn:
+    """POST /api/v1/alerts: {"service_id", "message", "key"?, "status"?}."""
+    require_text(body)
+    status = body.get("status", "firing")
+    if status not in ("firing", "resolved"):
+        raise HttpError(400, "field 'status' must be \"firing\" or \"resolved\"")
+    key = body.get("key", DEFAULT_KEY)
+    try:
+        check_key(key)
+    except ValueError as error:
+        raise HttpError(400, f"field 'key': {error}") from error
+    message = text_field(body, "message") if status == "firing" else str(
+        body.get("message") or "")
+    return AlertIn(text_field(body, "service_id"), status, message, key)
+
+
+def moment(body: dict[str, Any], name: str) -> datetime | None:
+    """An optional ISO 8601 time with its offset (`Z` or `+01:00`)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise HttpError(400, f"field {name!r} must be an ISO 8601 time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise HttpError(400, f"field {name!r} is not an ISO 8601 time: {value[:40]!r}") \
+            from error
+    if parsed.tzinfo is None:
+        raise HttpError(400, f"field {name!r} needs a UTC offset, such as Z or +01:00")
+    return parsed
+
+
+def alertmanager_alerts(body: dict[str, Any], label: str) -> list[AlertIn | HttpError]:
     """The webhook's alerts (payload version 4), each understood or refused on its own."""
     version = body.get("version")
     if version is not None and str(version) != "4":
@@ -116,7 +153,7 @@ def alertmanager_alerts(body: dict[str, Any], label: str) -> list[AlertmanagerAl
     return [_alertmanager_alert(alert, label) for alert in alerts]
 
 
-def _alertmanager_alert(alert: Any, label: str) -> AlertmanagerAlert | HttpError:
+def _alertmanager_alert(alert: Any, label: str) -> AlertIn | HttpError:
     """One alert, or why it is refused (never echoing text that cannot be encoded)."""
     if not isinstance(alert, dict):
         return HttpError(400, "an alert must be a JSON object")
@@ -136,7 +173,11 @@ def _alertmanager_alert(alert: Any, label: str) -> AlertmanagerAlert | HttpError
     alertname = alertname if isinstance(alertname, str) else None
     if status not in ("firing", "resolved"):
         return HttpError(400, f"unknown alert status {str(status)[:40]!r}")
+    fingerprint = alert.get("fingerprint")
+    if not isinstance(fingerprint, str) or not fingerprint.isprintable() \
+            or not 1 <= len(fingerprint) <= 200:
+        return HttpError(400, "alert has no usable 'fingerprint' (its dedup key)")
     message = next((str(text) for text in (annotations.get("summary"),
                                            annotations.get("description"), alertname)
                     if text), "alert from Alertmanager")
-    return AlertmanagerAlert(service_id, status, message, alertname)
+    return AlertIn(service_id, status, message, fingerprint, alertname)

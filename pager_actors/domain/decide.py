@@ -389,9 +389,9 @@ class _Core:
         for window in state.windows:
             if token == window_token(self.sid, window.id):
                 return self.end_window(window.id)
-        if incident is None:
+        if token is None and incident is None:
             return self._ignored("no_open_incident")
-        if incident.acknowledged:
+        if incident is not None and incident.acknowledged:
             return self._ignored("acknowledged")
         return self._ignored("stale_token")
 

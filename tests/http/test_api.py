@@ -71,8 +71,12 @@ def test_alert_is_accepted_with_202_once_committed(world):
     response = client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "p99"})
     assert response.status_code == 202
     assert response.json()["event"] == "incident_opened"
-    assert response.json()["status"] == {"service_id": "checkout", "health": "unhealthy",
-                                          "level": 1, "acknowledged": False, "message": "p99"}
+    status = response.json()["status"]
+    assert {k: status[k] for k in ("service_id", "health", "level", "acknowledged",
+                                   "message", "incident")} == {
+        "service_id": "checkout", "health": "unhealthy", "level": 1, "acknowledged": False,
+        "message": "p99", "incident": 1}
+    assert [a["key"] for a in status["alerts"]] == ["default"]
     pager.flush()
     assert len(mail.sent) == 1 and len(sms.sent) == 1
 
@@ -93,8 +97,11 @@ def test_status_and_list(world):
     client.post("/api/v1/alerts", json={"service_id": "search", "message": "slow"})
     one = client.get("/api/v1/services/search")
     assert one.status_code == 200
-    assert one.json() == {"service_id": "search", "health": "unhealthy", "level": 1,
-                          "acknowledged": False, "message": "slow"}
+    shown = one.json()
+    assert {k: shown[k] for k in ("service_id", "health", "level", "acknowledged",
+                                  "message", "incident", "maintenance")} == {
+        "service_id": "search", "health": "unhealthy", "level": 1, "acknowledged": False,
+        "message": "slow", "incident": 1, "maintenance": []}
     listed = client.get("/api/v1/services").json()["services"]
     assert [s["service_id"] for s in listed] == list(SERVICES)
     assert listed[0]["health"] == "healthy"
@@ -313,7 +320,7 @@ def test_the_bearer_scheme_is_accepted_in_any_case(world, scheme):
 def test_an_unexpected_error_is_a_500_without_its_details(world, monkeypatch):
     """A bug answers a generic 500; what it said stays in the log, not in the body."""
     client, pager, *_ = world
-    monkeypatch.setattr(pager, "status", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(pager, "state", lambda *a, **k: (_ for _ in ()).throw(
         RuntimeError("secret detail of another service")))
     response = client.get("/api/v1/services/checkout")
     assert response.status_code == 500
