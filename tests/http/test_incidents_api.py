@@ -72,7 +72,7 @@ def test_bad_keys_and_statuses_are_400(api, body, reason):
 
 def test_alertmanager_resolves_only_the_fingerprint_that_resolved(api):
     """The bug of the issue: a firing HighLatency, a resolved DiskFull that never fired."""
-    client, pager, timer = api
+    client, _pager, timer = api
     firing = alertmanager_payload(("firing", {"service": "checkout", "alertname": "HighLatency"},
                                    "p99 above 2s"))
     assert client.post("/api/v1/alertmanager", json=firing).status_code == 202
@@ -90,7 +90,7 @@ def test_alertmanager_resolves_only_the_fingerprint_that_resolved(api):
 
 def test_maintenance_windows_over_http(api):
     """201 with an id; alerts are suppressed; DELETE ends it and the firing key pages."""
-    client, pager, _ = api
+    client, _pager, _ = api
     end = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     created = client.post("/api/v1/services/checkout/maintenance",
                           json={"end": end, "reason": "deploy"})
@@ -122,7 +122,7 @@ def test_bad_windows_are_400(api, body, reason):
 
 def test_heartbeats_over_http(api):
     """202 arms the countdown; silence fires the heartbeat key; no heartbeat configured: 400."""
-    client, pager, timer = api
+    client, _pager, timer = api
     assert client.post("/api/v1/services/cron/heartbeat").status_code == 202
     [missed] = [f.get(timeout=5) for f in timer.advance(timedelta(minutes=5))]
     assert missed.event == "incident_opened"
