@@ -29,6 +29,7 @@ from pager_actors.domain import (
     check_service_id,
     parse_target,
 )
+from pager_actors.domain.model import MIN_HEARTBEAT
 
 
 class ConfigError(Exception):
@@ -53,6 +54,8 @@ class PagerConfig:
     max_live_services: int = 2000
     delivery_attempts: int = 5
     retry_backoff: timedelta = timedelta(seconds=1)
+    ack_expiry: timedelta | None = None
+    keep_timeline: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,8 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int},
     "pager": {"ack_timeout": _positive_duration, "state": _STR,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
-              "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},
+              "delivery_attempts": _positive_int, "retry_backoff": _positive_duration,
+              "ack_expiry": _positive_duration, "keep_timeline": _positive_duration},
     "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
              "sender": _email, "starttls": _BOOL, "username": _secret,
              "password": _secret, "ca_file": _readable_file, "timeout": _positive_duration},
@@ -307,7 +311,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         if value and isinstance(doc.setdefault(section, {}), dict):
             doc[section][key] = value
     raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
-    services = _services(doc.get("services", []), check)
+    # A refused [pager] ack_expiry is reported once, there; the services then default to none.
+    services = _services(doc.get("services", []), check, raw["pager"].get("ack_expiry"))
     config = _assemble(path, raw, services, check)
     if check.problems:
         raise ConfigError(check.problems)
@@ -315,7 +320,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     return config
 
 
-def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
+_SERVICE_KEYS = ("id", "levels", "repeat", "ack_expiry", "heartbeat")
+
+
+def _services(entries: Any, check: _Checker, default_expiry: timedelta | None
+              ) -> tuple[EscalationPolicy, ...]:
     if not isinstance(entries, list):
         check.problem("[[services]]", "must be an array of tables ([[services]])")
         return ()
@@ -327,8 +336,8 @@ def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
             check.problem(where, "must be a table")
             continue
         for key in entry:
-            if key not in ("id", "levels"):
-                check.problem(f"{where} {key}", "unknown key (known: id, levels)")
+            if key not in _SERVICE_KEYS:
+                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_SERVICE_KEYS)})")
         try:
             service_id = check_service_id(entry.get("id"))
         except ValueError as error:
@@ -341,9 +350,44 @@ def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
             continue
         seen[service_id] = i
         levels = _levels(entry.get("levels"), where, check)
-        if levels:
-            policies.append(EscalationPolicy(service_id, levels))
+        options = _service_options(entry, where, check, default_expiry)
+        if levels and options is not None:
+            policies.append(EscalationPolicy(service_id, levels, **options))
     return tuple(policies)
+
+
+def _service_options(entry: dict[str, Any], where: str, check: _Checker,
+                     default_expiry: timedelta | None) -> dict[str, Any] | None:
+    """repeat (>= 0), ack_expiry (a duration, or "off" against [pager] ack_expiry),
+    heartbeat (>= 10 s). None if any is wrong (each problem reported)."""
+    options: dict[str, Any] = {"ack_expiry": default_expiry}
+    ok = True
+    try:
+        if "repeat" in entry:
+            repeat = _of(int, "a whole number")(entry["repeat"])
+            if repeat < 0:
+                raise ValueError(f"must be 0 or more, got {repeat}")
+            options["repeat"] = repeat
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} repeat", str(error))
+        ok = False
+    try:
+        if "ack_expiry" in entry:
+            options["ack_expiry"] = None if entry["ack_expiry"] == "off" \
+                else _positive_duration(entry["ack_expiry"])
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} ack_expiry", f"{error} (or \"off\")")
+        ok = False
+    try:
+        if "heartbeat" in entry:
+            heartbeat = _duration(entry["heartbeat"])
+            if heartbeat < MIN_HEARTBEAT:
+                raise ValueError(f"must be at least 10s, got {entry['heartbeat']!r}")
+            options["heartbeat"] = heartbeat
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} heartbeat", str(error))
+        ok = False
+    return options if ok else None
 
 
 def _levels(value: Any, where: str, check: _Checker) -> list[Level]:

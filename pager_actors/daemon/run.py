@@ -111,6 +111,7 @@ def run(config: Config) -> int:
         retry=RetryPolicy(attempts=config.pager.delivery_attempts,
                           backoff=config.pager.retry_backoff.total_seconds()),
         page_format=PageFormat(sms_message_chars=config.sms.max_message_chars),
+        keep_timeline=config.pager.keep_timeline,
         # Requests all arrive on the event loop's thread: per-thread backpressure would
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,

@@ -233,3 +233,36 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert re.fullmatch(r"pager-actors \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_service_options_repeat_ack_expiry_and_heartbeat(tmp_path):
+    """Per service: repeat, heartbeat, and ack_expiry overriding [pager] ack_expiry."""
+    text = GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "15m"\nack_expiry = "2h"\n'
+                        'keep_timeline = "30d"') + """
+[[services]]
+id = "cron"
+levels = [["sms:+33600000009"]]
+repeat = 2
+ack_expiry = "off"
+heartbeat = "5m"
+"""
+    config = load_config(write(tmp_path, text))
+    checkout, cron = config.services
+    assert (checkout.repeat, checkout.ack_expiry, checkout.heartbeat) == (
+        0, timedelta(hours=2), None)
+    assert (cron.repeat, cron.ack_expiry, cron.heartbeat) == (2, None, timedelta(minutes=5))
+    assert config.pager.keep_timeline == timedelta(days=30)
+
+
+@pytest.mark.parametrize("option,message", [
+    ("repeat = -1", "repeat: must be 0 or more"),
+    ('repeat = "2"', "repeat: expected a whole number"),
+    ('heartbeat = "5s"', "heartbeat: must be at least 10s"),
+    ('heartbeat = "often"', "heartbeat: not a duration"),
+    ('ack_expiry = "0s"', "ack_expiry: must be longer than zero"),
+])
+def test_bad_service_options_are_refused(tmp_path, option, message):
+    """check-config names the service and the option."""
+    text = GOOD.replace('  ["sms:+33600000002"],\n]', '  ["sms:+33600000002"],\n]\n' + option)
+    [problem] = problems(tmp_path, text)
+    assert "(id 'checkout')" in problem and message in problem
