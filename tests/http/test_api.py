@@ -215,6 +215,7 @@ def test_metrics_move(world):
                  'pager_notifications_sent_total{channel="sms"} 2.0',
                  'pager_notifications_sent_total{channel="mail"} 1.0',
                  "pager_escalations_total 1.0", "pager_open_incidents 1.0",
+                 "pager_incidents_opened_total 1.0",
                  'pager_mailbox_depth{actor="registry"} 0.0'):
         assert line in text, line
 
