@@ -227,7 +227,9 @@ class SqliteStore:
                 raise self._refuse(f"schema version {version} without its tables")
             problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
-                raise self._refuse("damaged: " + "; ".join(problems))
+                found = "; ".join(line.strip() for problem in problems
+                                  for line in problem.splitlines() if "***" not in line)
+                raise self._refuse(f"damaged: {found[:300]}")
         except sqlite3.Error as error:
             raise self._refuse(str(error)) from error
         finally:

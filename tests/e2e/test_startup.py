@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -103,3 +104,63 @@ def test_a_port_in_use_exits_2_before_anything_is_resent(tmp_path, gateways):
     store = SqliteStore(tmp_path / "pager.db")
     assert len(store.undelivered()) == 2  # still pending, for the daemon that will own them
     store.close()
+
+
+def foreign(path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.commit()
+    db.close()
+
+
+def newer(path) -> None:
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+
+
+def damaged(path) -> None:
+    store = SqliteStore(path)
+    for i in range(300):
+        decision = decide(MonitoredService(f"s{i}"), RaiseAlert("x" * 200),
+                          two_level_policy(f"s{i}"), now=datetime.now(UTC),
+                          ack_timeout=timedelta(hours=1))
+        store.commit([Transition(0, decision.service, decision.effects)])
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 3:4096 * 3 + 600] = b"\x5a" * 600  # scribble over a b-tree page
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("spoil,says", [
+    (foreign, "no pager schema version"), (newer, "newer than this program's"),
+    (damaged, "not a readable pager store"), (lambda path: path.write_text("notes\n"),
+                                              "not an SQLite file"),
+])
+def test_an_unusable_state_file_exits_2_with_one_line_and_is_left_as_it_was(
+        tmp_path, gateways, spoil, says):
+    """Foreign, newer, damaged or not SQLite at all: exit 2, one line, the file unchanged."""
+    state = tmp_path / "pager.db"
+    spoil(state)
+    before = digest(state)
+    refused = start_refused(write_config(tmp_path, gateways, new_port()))
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert str(state) in line and says in line
+    assert digest(state) == before
+
+
+def test_a_missing_state_directory_is_named(tmp_path, gateways):
+    """The directory is named as missing, not the file called unreadable."""
+    config = write_config(tmp_path, gateways, new_port())
+    config.write_text(config.read_text().replace(str(tmp_path / "pager.db"),
+                                                 str(tmp_path / "gone" / "pager.db")))
+    refused = start_refused(config)
+    assert refused.returncode == 2
+    [line] = refused.stderr.splitlines()
+    assert "directory" in line and "does not exist" in line
