@@ -39,7 +39,7 @@ from adapters.memory import (
 )
 from pager_actors import EmailTarget, EscalationPolicy, Level, Pager, SmsTarget
 from pager_actors.domain import (
-    ArmAckTimeout,
+    ArmTimer,
     MonitoredService,
     Notify,
     RaiseAlert,
@@ -73,7 +73,7 @@ class MutexPager:
                               now=datetime.now(UTC), ack_timeout=ACK_TIMEOUT)
             self._states[service_id] = decision.service
         for effect in decision.effects:
-            if isinstance(effect, ArmAckTimeout):
+            if isinstance(effect, ArmTimer):
                 self._timer.set_timeout(effect.service_id, effect.delay, effect.token)
             elif isinstance(effect, Notify) and isinstance(effect.target, EmailTarget):
                 self._mail.send_mail(effect.target.address, effect.subject, effect.text)

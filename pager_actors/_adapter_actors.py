@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
-import structlog
 
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
-from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
-    ArmAckTimeout,
+    ArmTimer,
     Effect,
     EmailTarget,
     Notify,
+    Record,
     SmsTarget,
     mask_target,
     mask_text,
 )
+from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import (
     DeliveryResult,
     MailSender,
@@ -39,7 +39,7 @@ from pager_actors.ports import (
 )
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors.adapters")
+log = get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
 
@@ -177,7 +177,7 @@ class _PortActor(pykka.ThreadingActor):
         for envelope in left:
             message = envelope.message
             effect = message.effect if isinstance(message, Retry) else message
-            if isinstance(effect, Notify | ArmAckTimeout):
+            if isinstance(effect, Notify | ArmTimer):
                 self._log.error("effect_dropped", reason="pager stopped", **_describe(effect))
                 self._work.end()
 
@@ -214,17 +214,19 @@ class TimerActor(_PortActor):
         super().__init__(wiring)
         self._port = port
 
-    def _call(self, effect: ArmAckTimeout) -> None:
+    def _call(self, effect: ArmTimer) -> None:
         self._port.set_timeout(effect.service_id, effect.delay, effect.token)
 
 
 def _channel(effect: Effect) -> str:
-    if isinstance(effect, ArmAckTimeout):
+    if isinstance(effect, ArmTimer):
         return "timer"
+    assert isinstance(effect, Notify), effect  # timeline records never reach the adapters
     return "mail" if isinstance(effect.target, EmailTarget) else "sms"
 
 
 def _describe(effect: Effect) -> dict[str, object]:
+    assert not isinstance(effect, Record), effect
     if isinstance(effect, Notify):
         return {"service": effect.service_id, "incident": effect.incident,
                 "page_level": effect.level, "target": mask_target(effect.target)}

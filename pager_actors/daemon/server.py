@@ -36,7 +36,6 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import structlog
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -48,8 +47,9 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from pager_actors.daemon.config import ServerConfig
+from pager_actors.logs import get_logger
 
-log = structlog.get_logger("pager_actors.daemon.server")
+log = get_logger("pager_actors.daemon.server")
 
 MAX_REQUESTS = 4096
 """Requests received and not yet answered, at most; past it a request gets a 503."""

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pykka
 import pytest
-from structlog.testing import capture_logs
 
 from adapters.memory import RecordingMailSender, RecordingSmsSender
 from pager_actors import (
@@ -19,6 +18,7 @@ from pager_actors import (
     ServiceStatus,
     SmsTarget,
 )
+from pager_actors.logs import capture_events
 from tests.conftest import ONCALL_MAIL, ONCALL_SMS
 
 
@@ -57,7 +57,7 @@ def test_failing_port_does_not_stop_other_targets(policies, mail, timer):
     policies.put(EscalationPolicy("pay", [Level([first, ONCALL_MAIL, second])]))
     sms = FlakySms(down={first.number})
     pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         pager.alert("pay", "down").get(timeout=5)
         pager.flush()
     assert [s.to for s in sms.sent] == [second.number]
