@@ -14,7 +14,7 @@ Both also record delivery results (delivered / failed) from the adapter actors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -37,8 +37,7 @@ log = get_logger("pager_actors.store")
 MAX_BATCH = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """One processed command: what to store, what to do once stored, whom to answer."""
 
     service_id: str

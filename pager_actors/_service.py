@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -62,8 +62,7 @@ class Letter:
         return f"Letter({self.command!r}, crashes={self.crashes})"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a command did, as resolved in its future.
 
     `seq` numbers the commands this service processed, in processing order.

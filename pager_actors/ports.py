@@ -6,9 +6,8 @@ Adapters satisfy them by shape; none of them needs to import this module.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from pager_actors.domain import (
     ArmedTimer,
@@ -75,8 +74,7 @@ class TimeoutSource(Protocol):
 # -- the durable store -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """One command's result, to commit before any of its effects happen.
 
     The store applies it only if the service's stored version is still
@@ -90,8 +88,7 @@ class Transition:
     effects: tuple[Effect, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
+class DeliveryResult(NamedTuple):
     """The outcome of one outbox row's port call: delivered (error None) or failed.
 
     `error` is already masked. The store marks the row and appends `delivered`

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pager_actors.domain.errors import UnknownServiceError
-from pager_actors.domain.masking import mask_target
 from pager_actors.domain.model import (
     DEFAULT_KEY,
     HEARTBEAT_KEY,
@@ -37,6 +37,7 @@ from pager_actors.domain.texts import (
     check_text,
     headline,
     mail_body,
+    one_line,
     sms_text,
     subject,
 )
@@ -130,8 +131,7 @@ Command = (RaiseAlert | ResolveAlert | Acknowledge | ReportHealthy | TimerFired 
 # -- effects ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(NamedTuple):
     """Tell one target about an incident.
 
     `key` is the page's own delivery id, unique per (service, incident,
@@ -159,12 +159,11 @@ class Notify:
         """The timeline entry of this page's delivery: `delivered`, or `delivery_failed` with
         its (masked) error."""
         return TimelineEntry(at, "delivered" if error is None else "delivery_failed",
-                             self.incident, self.level, self.round, mask_target(self.target),
+                             self.incident, self.level, self.round, self.target.masked,
                              self.channel, error)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmTimer:
+class ArmTimer(NamedTuple):
     """Arm a timer; when it falls due only `token` may act."""
 
     service_id: str
@@ -173,8 +172,7 @@ class ArmTimer:
     deadline: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """Append `entry` to the service's timeline, in the same commit as the state."""
 
     service_id: str
@@ -186,8 +184,7 @@ Effect = Notify | ArmTimer | Record
 # -- decisions --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The new state, the effects to carry out, and a past-tense name for what happened.
 
     `event` is one of: incident_opened, alert_added, alert_resolved, resolved,
@@ -216,11 +213,6 @@ def expiry_token(service_id: str, incident: int, ack: int) -> str:
 
 def heartbeat_token(service_id: str, beat: int) -> str:
     return f"{service_id}~heartbeat{beat}"
-
-
-def delivery_id(notify_of: tuple[str, int, int, int, int], target: Target) -> str:
-    service_id, incident, round_, level, page = notify_of
-    return f"{service_id}/{incident}/r{round_}/l{level}/p{page}/{target.uri}"
 
 
 def decide(
@@ -424,31 +416,35 @@ class _Core:
 
     def _paged(self, incident: Incident, level: int, round_: int, firing: int) -> Incident:
         """Page `level` of `incident` (its next page number) and arm its ack timeout."""
-        page, number, sid = incident.page + 1, incident.number, self.sid
-        policy = incident.policy
+        page, number, sid, now = incident.page + 1, incident.number, self.sid, self.now
+        policy, message = incident.policy, incident.message
         token = token_for(sid, number, level, round_, page)
-        deadline = self.now + self.ack_timeout
+        deadline = now + self.ack_timeout
         head = headline(sid, number, level)
         if policy.repeat:
             head += f", round {round_} of {policy.rounds}"
         more = f"+{firing - 1} more firing" if firing > 1 else ""
         targets = policy.level(level).targets
+        flat = one_line(message)
         mail = sms = ("", "")  # (subject, text), each rendered once per level
         if any(isinstance(target, EmailTarget) for target in targets):
-            mail = (subject(sid, incident.message, f"({more})" if more else ""),
-                    mail_body(head, incident.message, more))
+            mail = (subject(sid, flat, f"({more})" if more else ""),
+                    mail_body(head, message, more))
         if not all(isinstance(target, EmailTarget) for target in targets):
-            sms = ("", sms_text(head, incident.message, self.fmt, more))
-        of = (sid, number, round_, level, page)
+            sms = ("", sms_text(head, flat, self.fmt, more))
+        prefix = f"{sid}/{number}/r{round_}/l{level}/p{page}/"
+        effects = self.effects
         for target in targets:
             by_mail = isinstance(target, EmailTarget)
-            self.effects.append(Notify(sid, number, level, target, *(mail if by_mail else sms),
-                                       delivery_id(of, target), round_, page))
-            self._record("paged", number, level=level, round=round_,
-                         target=mask_target(target), channel="mail" if by_mail else "sms")
-        self.effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
-        return Incident(number, incident.message, policy, level, False, token, deadline, round_,
-                        page, frozenset(), incident.opened_at, incident.acknowledged_by,
+            text = mail if by_mail else sms
+            effects.append(Notify(sid, number, level, target, text[0], text[1],
+                                  prefix + target.uri, round_, page))
+            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
+                                                     target.masked,
+                                                     "mail" if by_mail else "sms")))
+        effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        return Incident(number, message, policy, level, False, token, deadline, round_, page,
+                        frozenset(), incident.opened_at, incident.acknowledged_by,
                         incident.acks, incident.legacy)
 
     # -- failed pages ------------------------------------------------------------

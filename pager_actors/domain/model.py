@@ -9,8 +9,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from pager_actors.domain.masking import mask_email, mask_phone
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +21,16 @@ class EmailTarget:
     """An on-call person reached by email."""
 
     address: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "@" not in self.address or self.address.strip() != self.address:
             raise ValueError(f"not an email address: {self.address!r}")
+        # Computed once: every page, log line and timeline entry asks for them.
+        object.__setattr__(self, "masked", mask_email(self.address))
+        object.__setattr__(self, "uri", f"mailto:{self.address}")
 
-    @property
-    def uri(self) -> str:
-        return f"mailto:{self.address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +38,16 @@ class SmsTarget:
     """An on-call person reached by SMS."""
 
     number: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         digits = self.number.removeprefix("+")
         if not digits.isdigit() or not 3 <= len(digits) <= 15:
             raise ValueError(f"not a phone number: {self.number!r}")
+        object.__setattr__(self, "masked", mask_phone(self.number))
+        object.__setattr__(self, "uri", f"sms:{self.number}")
 
-    @property
-    def uri(self) -> str:
-        return f"sms:{self.number}"
 
 
 Target = EmailTarget | SmsTarget
@@ -162,8 +168,7 @@ class ServiceStatus:
     message: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(NamedTuple):
     """One firing alert of a service, by its dedup key."""
 
     key: str
@@ -171,8 +176,7 @@ class Alert:
     since: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):
     """A maintenance window: an alert that fires in [start, end) opens no incident."""
 
     id: int
@@ -184,8 +188,7 @@ class Window:
         return self.start <= now < self.end
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
+class Incident(NamedTuple):
     """An open incident: from the first firing alert until the last one is resolved.
 
     `policy` is a snapshot taken when the incident opened, so an escalation
@@ -217,8 +220,7 @@ class Incident:
     legacy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ArmedTimer:
+class ArmedTimer(NamedTuple):
     """A timer a service relies on: when `token` falls due, the service acts on it."""
 
     service_id: str
@@ -226,8 +228,7 @@ class ArmedTimer:
     deadline: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class MonitoredService:
+class MonitoredService(NamedTuple):
     """The whole state of one monitored service.
 
     - `incident`: the open incident, if any;

@@ -76,10 +76,11 @@ def cut_utf8(text: str, limit: int) -> str:
     return data[:room].decode("utf-8", "ignore") + ELLIPSIS
 
 
-def subject(service_id: str, message: str, tail: str = "") -> str:
-    """A mail's Subject: one line, at most SUBJECT_MAX_CHARS; `tail` is never cut."""
+def subject(service_id: str, line: str, tail: str = "") -> str:
+    """A mail's Subject from the message's `one_line()`: at most SUBJECT_MAX_CHARS;
+    `tail` is never cut."""
     tail = f" {tail}" if tail else ""
-    return cut(f"[{service_id}] {one_line(message)}", SUBJECT_MAX_CHARS - len(tail)) + tail
+    return cut(f"[{service_id}] {line}", SUBJECT_MAX_CHARS - len(tail)) + tail
 
 
 def headline(service_id: str, incident: int, level: int) -> str:
@@ -89,16 +90,20 @@ def headline(service_id: str, incident: int, level: int) -> str:
 
 def mail_body(head: str, message: str, tail: str = "") -> str:
     """`head`, a blank line, the message with its line breaks, then `tail`; within 64 KiB."""
-    clean = _BODY_CONTROL.sub("", message.replace("\r\n", "\n").replace("\r", "\n"))
+    clean = message if message.isprintable() else _BODY_CONTROL.sub(
+        "", message.replace("\r\n", "\n").replace("\r", "\n"))
     frame = f"{head}\n\n\n\n{tail}"
     room = MAIL_BODY_MAX_BYTES - len(frame.encode("utf-8", "surrogatepass"))
-    body = f"{head}\n\n{cut_utf8(clean, room)}\n"
+    if 4 * len(clean) > room:  # could be over: measure the UTF-8 (4 bytes a character at most)
+        clean = cut_utf8(clean, room)
+    body = f"{head}\n\n{clean}\n"
     return f"{body}\n{tail}" if tail else body
 
 
-def sms_text(head: str, message: str, fmt: PageFormat, tail: str = "") -> str:
-    """`head: message. tail` on one line; the message cut first, the whole within 1,600."""
+def sms_text(head: str, line: str, fmt: PageFormat, tail: str = "") -> str:
+    """`head: line. tail`, `line` being the message's `one_line()`; the message is cut first,
+    and the whole stays within 1,600 characters."""
     frame = f"{head}: . {tail}".rstrip()
     room = max(min(fmt.sms_message_chars, SMS_MAX_CHARS - len(frame)), 1)
-    text = f"{head}: {cut(one_line(message), room)}."
+    text = f"{head}: {cut(line, room)}."
     return f"{text} {tail}" if tail else text

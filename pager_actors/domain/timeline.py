@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 # Every event a timeline entry may carry.
 EVENTS = frozenset({
@@ -19,8 +20,7 @@ EVENTS = frozenset({
 })
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
+class TimelineEntry(NamedTuple):
     """One event of one incident. `incident` is None for an alert suppressed by maintenance,
     which belongs to no incident. `message` is the alert's text, on the entries of a firing
     alert (opened, alert_added, suppressed)."""
