@@ -1,6 +1,8 @@
 # The pager daemon. Build: `make image` (docker build -t pager-actors .).
-# Run:  docker run -p 8080:8080 -v pager-data:/data pager-actors
-# Mount your own /etc/pager/pager.toml; secrets via PAGER_SMS_AUTH_TOKEN etc.
+# Run:  cp docker/pager.toml pager.toml    (edit it: services, gateways)
+#       docker run -p 8080:8080 -v pager-data:/data \
+#         -v "$PWD/pager.toml:/etc/pager/pager.toml:ro" pager-actors
+# Secrets via the environment: -e PAGER_SMS_AUTH_TOKEN=... and the like.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,10 +15,11 @@ RUN useradd --create-home --uid 10001 pager \
     && chown 10001:10001 /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md docker/constraints.txt ./
 COPY pager_actors ./pager_actors
 COPY adapters ./adapters
-RUN pip install .
+# Exactly the versions the tests ran with (docker/constraints.txt, `make constraints`).
+RUN pip install --constraint constraints.txt .
 
 COPY --chown=10001:10001 docker/pager.toml /etc/pager/pager.toml
 
@@ -24,6 +27,7 @@ USER 10001
 EXPOSE 8080
 VOLUME ["/data"]
 STOPSIGNAL SIGTERM
+# Asks /healthz on whatever port [server] listen names.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
+    CMD ["pager-actors", "healthcheck", "--config", "/etc/pager/pager.toml"]
 CMD ["pager-actors", "run", "--config", "/etc/pager/pager.toml"]

@@ -6,11 +6,10 @@ full address or number.
 
 from __future__ import annotations
 
-import structlog
-
 from pager_actors.domain import mask_email, mask_phone
+from pager_actors.logs import get_logger
 
-log = structlog.get_logger("adapters.log")
+log = get_logger("pager_actors.adapters.log")
 
 
 class LogMailSender:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from pager_actors.domain import EscalationPolicy, MonitoredService, Notify
-from pager_actors.ports import ArmedTimeout, DeliveryResult, Transition, VersionConflictError
+from pager_actors.domain import (
+    ArmedTimer,
+    EscalationPolicy,
+    IncidentSummary,
+    MonitoredService,
+    Notify,
+    Record,
+    TimelineEntry,
+)
+from pager_actors.domain.timeline import summarize
+from pager_actors.ports import DeliveryResult, Transition, VersionConflictError
 
 
 class InMemoryPolicyRepository:
@@ -27,8 +36,13 @@ class InMemoryPolicyRepository:
     def remove(self, service_id: str) -> None:
         self._policies.pop(service_id, None)
 
+    def replace(self, policies: Iterable[EscalationPolicy]) -> None:
+        """Swap in a whole new set at once (a config reload): readers see old or new."""
+        self._policies = {policy.service_id: policy for policy in policies}
+
     def service_ids(self) -> list[str]:
-        return sorted(self._policies)
+        """Every service id, in the order the policies were given."""
+        return list(self._policies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +129,8 @@ class ManualTimer:
 
 
 class InMemoryStore:
-    """The default store: committed states and the outbox in dicts, lost with the process.
+    """The default store: committed states, the outbox and timelines in dicts, lost with the
+    process.
 
     A service's record is its frozen `MonitoredService` (a few hundred bytes;
     the policy snapshot is shared with the repository, not copied).
@@ -123,10 +138,12 @@ class InMemoryStore:
 
     group_commit: ClassVar[bool] = False
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._states: dict[str, MonitoredService] = {}
         self._pending: dict[str, Notify] = {}
+        self._timelines: dict[tuple[str, int | None], list[TimelineEntry]] = {}
         self.failed: dict[str, str] = {}
 
     def load(self, service_id: str) -> MonitoredService | None:
@@ -135,9 +152,6 @@ class InMemoryStore:
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
         with self._lock:
-            if not transitions:  # the frequent call: one delivery result
-                self._settle(deliveries)
-                return
             for t in transitions:  # check everything before changing anything
                 stored = self._states.get(t.state.service_id)
                 found = stored.version if stored is not None else 0
@@ -148,20 +162,26 @@ class InMemoryStore:
                 for effect in t.effects:
                     if isinstance(effect, Notify):
                         self._pending[effect.key] = effect
-            self._settle(deliveries)
+                    elif isinstance(effect, Record):
+                        self._append(effect.service_id, effect.entry)
+            if deliveries:
+                self._settle(deliveries)
+
+    def _append(self, service_id: str, entry: TimelineEntry) -> None:
+        self._timelines.setdefault((service_id, entry.incident), []).append(entry)
 
     def _settle(self, deliveries: Sequence[DeliveryResult]) -> None:
+        now = self._clock()
         for result in deliveries:
-            self._pending.pop(result.delivery_id, None)
+            notify = self._pending.pop(result.delivery_id, None)
+            if notify is not None:
+                self._append(notify.service_id, notify.outcome(now, result.error))
             if result.error is not None:
                 self.failed[result.delivery_id] = result.error
 
-    def armed_timeouts(self) -> list[ArmedTimeout]:
+    def armed_timeouts(self) -> list[ArmedTimer]:
         with self._lock:
-            return [ArmedTimeout(s.service_id, s.incident.armed_token, s.incident.ack_deadline)
-                    for s in self._states.values()
-                    if s.incident is not None and s.incident.armed_token is not None
-                    and s.incident.ack_deadline is not None]
+            return [timer for state in self._states.values() for timer in state.timers()]
 
     def undelivered(self) -> list[Notify]:
         with self._lock:
@@ -170,6 +190,32 @@ class InMemoryStore:
     def open_incidents(self) -> int:
         with self._lock:
             return sum(1 for s in self._states.values() if s.incident is not None)
+
+    def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
+        with self._lock:
+            return list(self._timelines.get((service_id, incident), ()))
+
+    def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
+        with self._lock:
+            numbers = sorted((n for sid, n in self._timelines if sid == service_id
+                              and n is not None), reverse=True)[:limit]
+            found = (summarize(n, self._timelines[(service_id, n)]) for n in numbers)
+            return [summary for summary in found if summary is not None]
+
+    def prune_timeline(self, before: datetime) -> int:
+        removed = 0
+        with self._lock:
+            for key, entries in list(self._timelines.items()):
+                kept = [entry for entry in entries if entry.at >= before]
+                removed += len(entries) - len(kept)
+                if kept:
+                    self._timelines[key] = kept
+                else:
+                    del self._timelines[key]
+        return removed
+
+    def probe(self) -> None:
+        """Memory always takes a write."""
 
     def close(self) -> None:
         pass

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 
-import structlog
-
+from pager_actors.logs import get_logger
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("adapters.timer")
+log = get_logger("pager_actors.adapters.timer")
 
 
 class ThreadedTimer:

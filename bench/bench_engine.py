@@ -39,10 +39,11 @@ from adapters.memory import (
 )
 from pager_actors import EmailTarget, EscalationPolicy, Level, Pager, SmsTarget
 from pager_actors.domain import (
-    ArmAckTimeout,
+    ArmTimer,
     MonitoredService,
     Notify,
     RaiseAlert,
+    Record,
     ReportHealthy,
     decide,
 )
@@ -64,6 +65,7 @@ class MutexPager:
     def __init__(self, repo, mail, sms, timer) -> None:
         self._repo, self._mail, self._sms, self._timer = repo, mail, sms, timer
         self._states: dict[str, MonitoredService] = {}
+        self._timeline: list[Record] = []  # kept like a store keeps it, in memory
         self._lock = threading.Lock()
 
     def _run(self, service_id: str, command) -> None:
@@ -73,7 +75,9 @@ class MutexPager:
                               now=datetime.now(UTC), ack_timeout=ACK_TIMEOUT)
             self._states[service_id] = decision.service
         for effect in decision.effects:
-            if isinstance(effect, ArmAckTimeout):
+            if isinstance(effect, Record):
+                self._timeline.append(effect)
+            elif isinstance(effect, ArmTimer):
                 self._timer.set_timeout(effect.service_id, effect.delay, effect.token)
             elif isinstance(effect, Notify) and isinstance(effect.target, EmailTarget):
                 self._mail.send_mail(effect.target.address, effect.subject, effect.text)

@@ -21,22 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pykka
-import structlog
 
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._lanes import DeliveryLanes, LanesClosed
-from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
-    ArmAckTimeout,
+    ArmTimer,
     Effect,
     EmailTarget,
     Notify,
+    Record,
     SmsTarget,
     mask_target,
     mask_text,
 )
+from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import (
     DeliveryResult,
     MailSender,
@@ -46,7 +46,7 @@ from pager_actors.ports import (
 )
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors.adapters")
+log = get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
 
@@ -254,17 +254,19 @@ class TimerActor(_PortActor):
         super().__init__(wiring)
         self._port = port
 
-    def _call(self, effect: ArmAckTimeout) -> None:
+    def _call(self, effect: ArmTimer) -> None:
         self._port.set_timeout(effect.service_id, effect.delay, effect.token)
 
 
 def _channel(effect: Effect) -> str:
-    if type(effect) is ArmAckTimeout:
+    if type(effect) is ArmTimer:
         return "timer"
-    return "mail" if type(effect.target) is EmailTarget else "sms"  # type: ignore[union-attr]
+    assert type(effect) is Notify, effect  # timeline records never reach the adapters
+    return "mail" if type(effect.target) is EmailTarget else "sms"
 
 
 def _describe(effect: Effect) -> dict[str, object]:
+    assert not isinstance(effect, Record), effect
     if isinstance(effect, Notify):
         return {"service": effect.service_id, "incident": effect.incident,
                 "page_level": effect.level, "target": mask_target(effect.target)}

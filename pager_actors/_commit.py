@@ -14,31 +14,30 @@ Both also record delivery results (delivered / failed) from the adapter actors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import Envelope, ServiceInbox
 from pager_actors._work import WorkTracker
 from pager_actors.domain import Effect
+from pager_actors.logs import get_logger
 from pager_actors.ports import (
     DeliveryResult,
     StateStore,
     StoreError,
     Transition,
-    VersionConflictError,
+    TransitionRefusedError,
 )
 
-log = structlog.get_logger("pager_actors.store")
+log = get_logger("pager_actors.store")
 
 MAX_BATCH = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """One processed command: what to store, what to do once stored, whom to answer."""
 
     service_id: str
@@ -54,6 +53,25 @@ class Barrier:
 
     service_id: str
     then: Any  # Callable[[str], None]; kept loose so the dataclass stays slotted and frozen
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Check whether the store takes writes again (asked by the readiness check)."""
+
+
+class StoreHealth:
+    """Why the store refuses writes (disk full...), or None. Only the store writer sets it.
+
+    `probing` is set by whoever asks for a probe and cleared by the writer once
+    it ran, so that at most one probe is ever queued.
+    """
+
+    __slots__ = ("probing", "problem")
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self.probing = False
 
 
 class InlineCommitter:
@@ -89,9 +107,10 @@ class StoreWriter(pykka.ThreadingActor):
     MAX_CARRIED = 100_000
 
     def __init__(self, store: StateStore, dispatcher: Dispatcher, work: WorkTracker,
-                 on_lost_sync: Any) -> None:
+                 on_lost_sync: Any, health: StoreHealth) -> None:
         super().__init__()
         self._carried: list[DeliveryResult] = []
+        self._health = health
         self._store = store
         self._dispatcher = dispatcher
         self._work = work
@@ -148,18 +167,34 @@ class StoreWriter(pykka.ThreadingActor):
             self._carried = (carried + results)[-self.MAX_CARRIED:]
         self._work.end(len(results))
         for message in batch:
-            if isinstance(message, Barrier):
+            if isinstance(message, Probe):
+                self._probe()
+            elif isinstance(message, Barrier):
                 try:
                     message.then(message.service_id)
                 except Exception:
                     log.exception("barrier_callback_failed", service=message.service_id)
 
+    def _probe(self) -> None:
+        health = self._health
+        try:
+            if health.problem is not None:
+                self._store.probe()
+                log.warning("store_writable_again")
+                health.problem = None
+        except Exception as error:
+            health.problem = str(error) if isinstance(error, StoreError) else repr(error)
+        finally:
+            health.probing = False
+
     def _commit(self, commits: list[Commit], results: list[DeliveryResult]
                 ) -> tuple[dict[str, StoreError], bool]:
-        """Write the batch; on a conflict drop that service's commits and try the rest.
+        """Write the batch; a transition the store refuses is dropped and the rest retried.
 
         Returns the services whose commits failed, with the error to report,
-        and whether the delivery results were recorded.
+        and whether the delivery results were recorded. A refused transition
+        fails its own service's commits only; a store that refuses every
+        write (disk full) fails the batch, with an error that names no service.
         """
         failed: dict[str, StoreError] = {}
         while True:
@@ -169,22 +204,34 @@ class StoreWriter(pykka.ThreadingActor):
                 return failed, True
             try:
                 self._store.commit(transitions, results)
+                self._health.problem = None
                 return failed, True
-            except VersionConflictError as error:
-                log.error("commit_conflict", service=error.service_id, error=str(error))
-                failed[error.service_id] = error
-                self._on_lost_sync(error.service_id)
-            except Exception as error:  # any failure of the store fails this batch only
-                store_error = error if isinstance(error, StoreError) else StoreError(
-                    f"commit failed: {error!r}")
-                log.error("commit_failed", transitions=len(transitions),
-                          deliveries=len(results), error=str(store_error))
-                for commit in commits:
-                    if commit.service_id not in failed:
-                        failed[commit.service_id] = store_error
-                        if commit.transition is not None:
-                            self._on_lost_sync(commit.service_id)
-                return failed, False
+            except TransitionRefusedError as error:
+                if error.service_id not in failed and any(
+                        t.state.service_id == error.service_id for t in transitions):
+                    log.error("commit_refused", service=error.service_id, error=str(error))
+                    failed[error.service_id] = error
+                    self._on_lost_sync(error.service_id)
+                    continue
+                # A store naming a service that is not in the batch is broken: give up.
+                problem = StoreError("the store refused a transition it was not given")
+            except StoreError as error:  # the store refuses writes: this batch fails
+                problem = error
+            except Exception as error:
+                problem = StoreError(f"commit failed: {type(error).__name__}")
+            self._fail_batch(commits, failed, problem, len(transitions), len(results))
+            return failed, False
+
+    def _fail_batch(self, commits: list[Commit], failed: dict[str, StoreError],
+                    problem: StoreError, transitions: int, deliveries: int) -> None:
+        self._health.problem = str(problem)
+        log.error("commit_failed", transitions=transitions, deliveries=deliveries,
+                  error=str(problem))
+        for commit in commits:
+            if commit.service_id not in failed:
+                failed[commit.service_id] = problem
+                if commit.transition is not None:
+                    self._on_lost_sync(commit.service_id)
 
 
 class GroupCommitter:
@@ -201,6 +248,9 @@ class GroupCommitter:
 
     def barrier(self, barrier: Barrier) -> None:
         self._inbox.put(Envelope(barrier))
+
+    def probe(self) -> None:
+        self._inbox.put(Envelope(Probe()))
 
 
 Committer = InlineCommitter | GroupCommitter

@@ -15,6 +15,11 @@ class Counters:
         with self._lock:
             self._counts[name] += amount
 
+    def inc_all(self, names: list[str]) -> None:
+        """Add one to each name (a name given twice counts twice), under one lock."""
+        with self._lock:
+            self._counts.update(names)
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import structlog
-
 from pager_actors._pager import Pager
 from pager_actors.domain import EmailTarget, EscalationPolicy, Level, SmsTarget
+from pager_actors.logs import get_logger
 from pager_actors.ports import MailSender, SmsSender, Timer
 
-log = structlog.get_logger("pager_actors.demo")
+log = get_logger("pager_actors.demo")
 
 DEMO_POLICY = EscalationPolicy("checkout", [
     Level([EmailTarget("oncall@example.com"), SmsTarget("+33600000001")]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -11,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher, RetryPolicy
 from pager_actors._commit import (
@@ -19,6 +19,7 @@ from pager_actors._commit import (
     GroupCommitter,
     InlineCommitter,
     LateCallback,
+    StoreHealth,
     StoreWriter,
 )
 from pager_actors._counters import Counters
@@ -28,17 +29,28 @@ from pager_actors._registry import RegistryActor, Resync, Route, Shutdown, Super
 from pager_actors._service import STATUS, GetStatus, Letter, Outcome, Runtime, ServiceCell
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
+    DEFAULT_KEY,
     Acknowledge,
-    ArmAckTimeout,
+    ArmTimer,
     Command,
-    ExpireAckTimeout,
-    Health,
+    EndMaintenance,
+    Heartbeat,
+    IncidentSummary,
+    MonitoredService,
+    Notify,
+    PageFailed,
+    PageFormat,
     RaiseAlert,
     ReportHealthy,
+    ResolveAlert,
     ServiceStatus,
+    StartMaintenance,
+    TimelineEntry,
+    TimerFired,
     UnknownServiceError,
 )
 from pager_actors.errors import PagerOverloadedError, PagerStoppedError
+from pager_actors.logs import get_logger
 from pager_actors.ports import (
     MailSender,
     PolicyRepository,
@@ -49,10 +61,11 @@ from pager_actors.ports import (
 )
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors")
+log = get_logger("pager_actors")
 
 DEFAULT_ACK_TIMEOUT = timedelta(minutes=15)
-_HEALTHY = ServiceStatus(Health.HEALTHY, None, False, None)
+DEFAULT_KEEP_TIMELINE = timedelta(days=90)
+PRUNE_EVERY = 3600.0
 
 
 def _utc_now() -> datetime:
@@ -74,7 +87,7 @@ class Pager:
                  registry: pykka.ActorRef[Any], writer: pykka.ActorRef[Any] | None,
                  cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
                  counters: Counters, scheduler: Scheduler, max_in_flight: int,
-                 overload_timeout: float) -> None:
+                 overload_timeout: float, committer: Committer, health: StoreHealth) -> None:
         self._policies = policies
         self._scheduler = scheduler
         self._store = store
@@ -90,6 +103,8 @@ class Pager:
         self._stopping = False
         self._stop_lock = threading.Lock()
         self._ticker: _Ticker | None = None
+        self._health = health
+        self._committer = committer
 
     @classmethod
     def start(
@@ -108,14 +123,18 @@ class Pager:
         clock: Callable[[], datetime] = _utc_now,
         max_in_flight: int = 16,
         overload_timeout: float = 30.0,
+        page_format: PageFormat | None = None,
+        keep_timeline: timedelta = DEFAULT_KEEP_TIMELINE,
         mail_concurrency: int = 8,
         sms_concurrency: int = 8,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
-        Recovery: every open, unacknowledged incident in the store has its
-        timeout armed again with the time that remains (0 if past due), and
-        every notification not yet delivered is sent again.
+        Recovery: every timer the stored states rely on (ack timeouts and
+        expiries, heartbeats, ends of maintenance windows) is armed again with
+        the time that remains (0 if past due), and every page not yet
+        delivered is sent again. Timeline entries older than `keep_timeline`
+        are pruned at start and every hour.
 
         `mail_concurrency` and `sms_concurrency`: at most this many sends in
         flight on the channel, and never two for the same recipient.
@@ -141,8 +160,9 @@ class Pager:
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer
+        health = StoreHealth()
         if store.group_commit:
-            writer = StoreWriter.start(store, dispatcher, work, lost_sync)
+            writer = StoreWriter.start(store, dispatcher, work, lost_sync, health)
             committer = GroupCommitter(writer)
         else:
             committer = InlineCommitter(store, dispatcher, work)
@@ -151,17 +171,18 @@ class Pager:
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry)
+                           registry, page_format or PageFormat())
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
         pager = cls(policies=policies, store=store, registry=registry, writer=writer,
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
-                    overload_timeout=overload_timeout)
+                    overload_timeout=overload_timeout, committer=committer, health=health)
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
         pager._recover(clock())
+        pager._prune_timeline(clock, keep_timeline)
         if rules.passivate_after is not None:
             pager._ticker = _Ticker(registry, min(rules.passivate_after / 4, 1.0))
         log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds(),
@@ -172,32 +193,65 @@ class Pager:
         started = time.perf_counter()
         armed = self._store.armed_timeouts()
         self._dispatcher.dispatch(tuple(
-            ArmAckTimeout(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
+            ArmTimer(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
             for a in armed))
         undelivered = self._store.undelivered()
         self._dispatcher.dispatch(tuple(undelivered))
         if armed or undelivered:
-            log.warning("pager_recovered", timeouts_rearmed=len(armed),
+            log.warning("pager_recovered", timers_rearmed=len(armed),
                         notifications_resent=len(undelivered),
                         seconds=round(time.perf_counter() - started, 3))
 
+    def _prune_timeline(self, clock: Callable[[], datetime], keep: timedelta) -> None:
+        """Forget timeline entries older than `keep`; again in an hour."""
+        try:
+            removed = self._store.prune_timeline(clock() - keep)
+            if removed:
+                log.info("timeline_pruned", entries=removed, keep_days=keep.days)
+        except Exception as error:  # a failed prune costs nothing but disk; try again later
+            log.warning("timeline_prune_failed", error=str(error))
+        with contextlib.suppress(RuntimeError):  # the scheduler closed: the pager stopped
+            self._scheduler.call_later(PRUNE_EVERY, lambda: self._prune_timeline(clock, keep))
+
     # -- commands -------------------------------------------------------------
 
-    def alert(self, service_id: str, message: str) -> CommandFuture[Outcome]:
-        """The service misbehaves: open an incident unless one is open."""
-        return self._submit(service_id, RaiseAlert(message))
+    def alert(self, service_id: str, message: str,
+              key: str = DEFAULT_KEY) -> CommandFuture[Outcome]:
+        """The alert `key` of the service fires: open an incident, or join the open one.
 
-    def acknowledge(self, service_id: str) -> CommandFuture[Outcome]:
+        Raises ValueError at once, before anything is queued, for a message
+        that is not text a store can keep (a lone surrogate) or a bad key.
+        """
+        return self._submit(service_id, RaiseAlert(message, key))
+
+    def resolve_alert(self, service_id: str, key: str = DEFAULT_KEY) -> CommandFuture[Outcome]:
+        """The alert `key` stopped firing; the incident closes with its last firing key."""
+        return self._submit(service_id, ResolveAlert(key))
+
+    def acknowledge(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
         """Someone took the open incident: stop escalating it."""
-        return self._submit(service_id, Acknowledge())
+        return self._submit(service_id, Acknowledge(by))
 
-    def healthy(self, service_id: str) -> CommandFuture[Outcome]:
-        """The service recovered: close the incident."""
-        return self._submit(service_id, ReportHealthy())
+    def healthy(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
+        """The service recovered: close the incident and clear every firing key."""
+        return self._submit(service_id, ReportHealthy(by))
+
+    def heartbeat(self, service_id: str) -> CommandFuture[Outcome]:
+        """The service is alive: restart its heartbeat countdown (the first one arms it)."""
+        return self._submit(service_id, Heartbeat())
+
+    def start_maintenance(self, service_id: str, end: datetime, start: datetime | None = None,
+                          reason: str = "") -> CommandFuture[Outcome]:
+        """Open a maintenance window; its id is in the outcome's state (`windows[-1].id`)."""
+        return self._submit(service_id, StartMaintenance(end, start, reason))
+
+    def end_maintenance(self, service_id: str, window: int) -> CommandFuture[Outcome]:
+        """End maintenance window `window` now: what fires meanwhile pages."""
+        return self._submit(service_id, EndMaintenance(window))
 
     def ack_timeout(self, service_id: str, token: str | None = None) -> CommandFuture[Outcome]:
-        """The timeout armed with `token` fired (None: whichever is armed now)."""
-        return self._submit(service_id, ExpireAckTimeout(token))
+        """The timer armed with `token` fired (None: the incident's armed timer)."""
+        return self._submit(service_id, TimerFired(token))
 
     def deliver_timeout(self, service_id: str, token: str) -> CommandFuture[Outcome]:
         """What a timer calls: like `ack_timeout`, but never slowed down by backpressure.
@@ -205,10 +259,19 @@ class Pager:
         A timer thread serves every service; making it wait for its own
         earlier timeouts would delay all of them.
         """
-        return self._submit(service_id, ExpireAckTimeout(token), admit=False)
+        return self._submit(service_id, TimerFired(token), admit=False)
+
+    def page_failed(self, page: Notify) -> CommandFuture[Outcome]:
+        """What an adapter reports when a page failed for good (never held back)."""
+        return self._submit(page.service_id, PageFailed(page.incident, page.page,
+                                                        page.target.uri), admit=False)
 
     def status(self, service_id: str, timeout: float = 5.0) -> ServiceStatus:
-        """The service's last committed status.
+        """The service's last committed status."""
+        return self.state(service_id, timeout).status()
+
+    def state(self, service_id: str, timeout: float = 5.0) -> MonitoredService:
+        """The service's whole last committed state: incident, firing alerts, windows.
 
         A service with no running actor is answered from its cell or the
         store, without starting an actor.
@@ -218,12 +281,23 @@ class Pager:
             raise UnknownServiceError(service_id)
         if (cell is None or cell.inbox is None) and not self._stopping:
             if cell is None:
-                stored = self._store.load(service_id)
-                return stored.status() if stored is not None else _HEALTHY
+                return self._store.load(service_id) or MonitoredService(service_id)
             if cell.state is not None:
-                return cell.state.status()
-        result: ServiceStatus = self._submit(service_id, STATUS).get(timeout=timeout)
+                return cell.state
+        result: MonitoredService = self._submit(service_id, STATUS).get(timeout=timeout)
         return result
+
+    def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
+        """Incident `incident`'s timeline, oldest first, as committed."""
+        if self._policies.get(service_id) is None:
+            raise UnknownServiceError(service_id)
+        return self._store.timeline(service_id, incident)
+
+    def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
+        """The service's last `limit` incidents, newest first."""
+        if self._policies.get(service_id) is None:
+            raise UnknownServiceError(service_id)
+        return self._store.incidents(service_id, limit)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -301,6 +375,28 @@ class Pager:
             depths["store_writer"] = self._writer.actor_inbox.qsize()  # type: ignore[attr-defined]
         depths.update(self._dispatcher.queue_depths())
         return depths
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called: new commands are refused."""
+        return self._stopping
+
+    def store_problem(self) -> str | None:
+        """Why the store refuses commits (disk full...), or None while it takes them.
+
+        While there is a problem, a call also asks the store writer to try a
+        small write (one probe queued at most), so recovery shows without traffic.
+        """
+        health = self._health
+        problem = health.problem
+        if problem is not None and not health.probing \
+                and isinstance(self._committer, GroupCommitter):
+            health.probing = True
+            try:
+                self._committer.probe()
+            except InboxClosed:
+                health.probing = False
+        return problem
 
     def open_incidents(self) -> int:
         """Services with an open incident, as committed."""

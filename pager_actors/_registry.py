@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
-import structlog
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._commit import Barrier
@@ -43,11 +42,12 @@ from pager_actors._service import (
     ServiceStopped,
     fail_envelopes,
 )
-from pager_actors.domain import ArmAckTimeout
+from pager_actors.domain import ArmTimer
 from pager_actors.errors import DeadLetterError, PagerStoppedError, ServiceQuarantinedError
+from pager_actors.logs import get_logger
 from pager_actors.scheduler import Scheduler
 
-log = structlog.get_logger("pager_actors.registry")
+log = get_logger("pager_actors.registry")
 
 
 @dataclass(frozen=True)
@@ -274,16 +274,16 @@ class RegistryActor(pykka.ThreadingActor):
             f"in {self._rules.restart_window:.0f} s; commands are refused until it is released"))
 
     def _release(self, service_id: str) -> None:
-        """Quarantine over: a fresh restart budget, and its ack timeout armed again."""
+        """Quarantine over: a fresh restart budget, and its timers armed again."""
         self._quarantined.pop(service_id, None)
         self._restarts.pop(service_id, None)
         log.warning("service_released", service=service_id)
         cell = self._cells.get(service_id)
-        incident = cell.state.incident if cell is not None and cell.state is not None else None
-        if incident is not None and incident.armed_token and incident.ack_deadline:
-            remaining = max(incident.ack_deadline - datetime.now(UTC), timedelta(0))
-            self._dispatcher.dispatch((ArmAckTimeout(service_id, incident.armed_token, remaining,
-                                                     incident.ack_deadline),))
+        if cell is not None and cell.state is not None:
+            now = datetime.now(UTC)
+            self._dispatcher.dispatch(tuple(
+                ArmTimer(service_id, timer.token, max(timer.deadline - now, timedelta(0)),
+                         timer.deadline) for timer in cell.state.timers()))
 
     def _without_dead_letters(self, envelopes: list[Any]) -> list[Any]:
         kept = []

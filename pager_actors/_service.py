@@ -7,16 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
-import structlog
 
 from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import InboxClosed, ServiceInbox
-from pager_actors._logging import info_enabled
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     Command,
@@ -24,18 +22,21 @@ from pager_actors.domain import (
     Effect,
     MonitoredService,
     Notify,
+    PageFormat,
+    Record,
     ServiceStatus,
     UnknownServiceError,
     decide,
 )
 from pager_actors.errors import PagerStoppedError
+from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import PolicyRepository, StateStore, Transition
 
-log = structlog.get_logger("pager_actors.service")
+log = get_logger("pager_actors.service")
 
 
 class GetStatus:
-    """Query: the service's current status (changes nothing)."""
+    """Query: the service's current state (changes nothing)."""
 
 
 STATUS = GetStatus()
@@ -61,8 +62,7 @@ class Letter:
         return f"Letter({self.command!r}, crashes={self.crashes})"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a command did, as resolved in its future.
 
     `seq` numbers the commands this service processed, in processing order.
@@ -93,6 +93,7 @@ class Runtime:
     clock: Callable[[], datetime]
     ack_timeout: timedelta
     registry: pykka.ActorRef[Any]
+    page_format: PageFormat
 
 
 class ServiceCell:
@@ -155,10 +156,9 @@ class ServiceActor(pykka.ThreadingActor):
             if letter.command is STATUS:
                 if self._rt.policies.get(self._cell.service_id) is None:
                     raise UnknownServiceError(self._cell.service_id)
-                status = self._cell.state.status()  # type: ignore[union-attr]
                 letter.handled = True
                 self._rt.committer.submit(Commit(self._cell.service_id, None, (), letter.future,
-                                                 status))
+                                                 self._cell.state))
             else:
                 self._apply(letter)
         except UnknownServiceError as error:
@@ -173,13 +173,15 @@ class ServiceActor(pykka.ThreadingActor):
         assert state is not None
         policy = rt.policies.get(cell.service_id)
         decision = decide(state, letter.command, policy,  # type: ignore[arg-type]
-                          now=rt.clock(), ack_timeout=rt.ack_timeout)
+                          now=rt.clock(), ack_timeout=rt.ack_timeout, fmt=rt.page_format)
         changed = decision.service is not state
         outcome = Outcome(cell.service_id, cell.processed + 1, decision.event, decision.reason,
                           decision.service, decision.effects)
         transition = Transition(state.version, decision.service, decision.effects) if changed \
             else None
-        commit = Commit(cell.service_id, transition, decision.effects, letter.future, outcome)
+        # Timeline records are for the store; pages and timers go to the adapters.
+        actions = tuple(e for e in decision.effects if not isinstance(e, Record))
+        commit = Commit(cell.service_id, transition, actions, letter.future, outcome)
         rt.committer.submit(commit)  # an inline commit that fails raises: state stays as it was
         letter.handled = True
         cell.state = decision.service
@@ -191,13 +193,22 @@ class ServiceActor(pykka.ThreadingActor):
             if self._log_each:
                 self._log.debug("command_ignored", reason=decision.reason)
             return
-        self._rt.counters.inc(decision.event)
+        happened = [e.entry.event for e in decision.effects
+                    if isinstance(e, Record) and e.entry.event != "paged"]
+        if happened:
+            self._rt.counters.inc_all(happened)
+        if decision.event == "escalation_exhausted":
+            # Nobody else will be paged for this incident: worth a warning whatever the level.
+            incident = decision.service.incident
+            self._log.warning("escalation_exhausted", incident=incident and incident.number,
+                              reason=decision.reason)
+            return
         if not self._log_each:
             return
         status = decision.service.status()
         notified = sum(isinstance(effect, Notify) for effect in decision.effects)
         self._log.info(decision.event, page_level=status.level, acknowledged=status.acknowledged,
-                       notified=notified)
+                       notified=notified, reason=decision.reason)
 
     def on_stop(self) -> None:
         self._hand_over(None)

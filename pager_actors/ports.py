@@ -6,11 +6,19 @@ Adapters satisfy them by shape; none of them needs to import this module.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from pager_actors.domain import Effect, EscalationPolicy, MonitoredService, Notify, PagerError
+from pager_actors.domain import (
+    ArmedTimer,
+    Effect,
+    EscalationPolicy,
+    IncidentSummary,
+    MonitoredService,
+    Notify,
+    PagerError,
+    TimelineEntry,
+)
 
 
 class PolicyRepository(Protocol):
@@ -66,13 +74,13 @@ class TimeoutSource(Protocol):
 # -- the durable store -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """One command's result, to commit before any of its effects happen.
 
     The store applies it only if the service's stored version is still
     `expected_version` (0: never stored); otherwise it raises VersionConflictError.
-    Its Notify effects become outbox rows keyed by `Notify.key`.
+    Its Notify effects become outbox rows keyed by `Notify.key`; its Record
+    effects are appended to the service's timeline.
     """
 
     expected_version: int
@@ -80,38 +88,48 @@ class Transition:
     effects: tuple[Effect, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    """The outcome of one outbox row's port call: delivered (error None) or failed."""
+class DeliveryResult(NamedTuple):
+    """The outcome of one outbox row's port call: delivered (error None) or failed.
+
+    `error` is already masked. The store marks the row and appends `delivered`
+    or `delivery_failed` to the incident's timeline.
+    """
 
     delivery_id: str
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ArmedTimeout:
-    """An acknowledgement timeout that must be armed again after a restart."""
-
-    service_id: str
-    token: str
-    deadline: datetime
 
 
 class StoreError(PagerError):
     """The store could not read or write; nothing of the failed call was applied."""
 
 
-class VersionConflictError(StoreError):
+class TransitionRefusedError(StoreError):
+    """The store refused one service's transition; the others of its batch can still commit.
+
+    Stores raise it (rolling back the whole call) for anything that is that
+    transition's own fault: a version conflict, a value the store cannot hold.
+    Any other StoreError means the store itself refuses writes (disk full,
+    I/O error): nothing can commit until it recovers.
+    """
+
+    def __init__(self, service_id: str, reason: str) -> None:
+        super().__init__(f"service {service_id!r}: the store refused the transition: {reason}")
+        self.service_id = service_id
+
+
+class VersionConflictError(TransitionRefusedError):
     """A transition was decided on a state that is no longer the stored one."""
 
     def __init__(self, service_id: str, expected: int, found: int | None) -> None:
-        super().__init__(f"service {service_id!r}: expected stored version {expected}, "
-                         f"found {found}")
-        self.service_id = service_id
+        super().__init__(service_id, f"expected stored version {expected}, found {found}")
 
 
 class StoreCorruptError(StoreError):
     """The store's file is not a readable pager store; it was left untouched."""
+
+
+class StoreLockedError(StoreError):
+    """Another pager owns this state; this one must not touch it."""
 
 
 class StateStore(Protocol):
@@ -129,11 +147,16 @@ class StateStore(Protocol):
 
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
-        """Apply all of it atomically, or nothing (then raise StoreError)."""
+        """Apply all of it atomically, or nothing (then raise StoreError).
+
+        A transition refused on its own account raises TransitionRefusedError
+        naming its service, so the caller can commit the rest without it.
+        """
         ...
 
-    def armed_timeouts(self) -> list[ArmedTimeout]:
-        """Every open, unacknowledged incident's armed timeout."""
+    def armed_timeouts(self) -> list[ArmedTimer]:
+        """Every timer the stored states rely on: ack timeouts and expiries, heartbeats,
+        ends of maintenance windows (`MonitoredService.timers()`)."""
         ...
 
     def undelivered(self) -> list[Notify]:
@@ -142,6 +165,22 @@ class StateStore(Protocol):
 
     def open_incidents(self) -> int:
         """How many services have an open incident (for the metrics gauge)."""
+        ...
+
+    def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
+        """The incident's timeline, oldest first (empty if unknown or pruned)."""
+        ...
+
+    def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
+        """The service's last `limit` incidents, newest first, from their timelines."""
+        ...
+
+    def prune_timeline(self, before: datetime) -> int:
+        """Forget timeline entries older than `before`; how many were removed."""
+        ...
+
+    def probe(self) -> None:
+        """Prove a small write can commit; raise StoreError while none can (disk full)."""
         ...
 
     def close(self) -> None: ...

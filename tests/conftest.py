@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pykka
 import pytest
-import structlog
 
 from adapters.memory import (
     InMemoryPolicyRepository,
@@ -34,14 +33,6 @@ def _stop_all_actors() -> Iterator[None]:
     leaked = pykka.ActorRegistry.get_all()
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
     assert not leaked, f"actors outlived the test: {leaked}"
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> Iterator[None]:
-    """Keep test output readable: warnings and above only, unless a test captures logs."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.fixture

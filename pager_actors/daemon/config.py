@@ -3,8 +3,9 @@
 Every problem is reported with its location, one line each; `load_config`
 raises ConfigError carrying all of them. Secrets may come from the
 environment instead of the file: PAGER_SERVER_TOKEN, PAGER_MAIL_USERNAME,
-PAGER_MAIL_PASSWORD, PAGER_SMS_ACCOUNT_SID, PAGER_SMS_AUTH_TOKEN (the
-environment wins).
+PAGER_MAIL_PASSWORD, PAGER_SMS_ACCOUNT_SID, PAGER_SMS_AUTH_TOKEN, and so may
+PAGER_SMS_FROM (the environment wins). A value from the environment is checked
+exactly as one from the file, and no problem line ever shows a secret's value.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pager_actors.domain import (
     Level,
     SmsTarget,
     Target,
+    check_service_id,
     parse_target,
 )
+from pager_actors.domain.model import MIN_HEARTBEAT
 
 
 class ConfigError(Exception):
@@ -41,6 +44,9 @@ class ServerConfig:
     port: int = 8080
     token: str | None = None
     max_body_bytes: int = 1 << 20
+    # A request not received completely (head and body) this long after its first byte
+    # gets a 408 and its connection is closed: half-sent requests hold nothing for long.
+    request_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class PagerConfig:
     max_live_services: int = 2000
     delivery_attempts: int = 5
     retry_backoff: timedelta = timedelta(seconds=1)
+    ack_expiry: timedelta | None = None
+    keep_timeline: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class SmsConfig:
     auth_token: str | None = None
     from_number: str | None = None
     timeout: timedelta = timedelta(seconds=10)
+    max_message_chars: int = 300
     max_concurrency: int = 8
 
 
@@ -192,14 +201,34 @@ def _positive_int(value: Any) -> int:
 MAX_CONCURRENCY = 256  # sends in flight per channel: a thread and a connection each
 
 
-def _concurrency(value: Any) -> int:
-    number = _positive_int(value)
-    if number > MAX_CONCURRENCY:
-        raise ValueError(f"must be at most {MAX_CONCURRENCY}, got {value!r}")
-    return number
-
-
 _STR, _BOOL = _of(str, "a string"), _of(bool, "true or false")
+
+
+def _secret(value: Any) -> str:
+    """A secret: a non-empty string. Its value never appears in a problem line."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string (a {type(value).__name__} was given; "
+                        "its value is not shown)")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _token(value: Any) -> str:
+    """A bearer token: printable ASCII without spaces, as HTTP headers carry it."""
+    text = _secret(value)
+    if not all("!" <= char <= "~" for char in text):
+        raise ValueError("must be printable ASCII without spaces (its value is not shown)")
+    return text
+
+
+def _between(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        number = _of(int, "an integer")(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value!r}")
+        return int(number)
+    return convert
 
 
 def _nonempty(value: Any) -> str:
@@ -232,22 +261,42 @@ def _readable_file(value: Any) -> Path:
     return path
 
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "server": {"listen": _listen, "token": _nonempty, "max_body_bytes": _positive_int},
+    "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int,
+               "request_timeout": _positive_duration},
     "pager": {"ack_timeout": _positive_duration, "state": _STR,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
-              "delivery_attempts": _positive_int, "retry_backoff": _positive_duration},
+              "delivery_attempts": _positive_int, "retry_backoff": _positive_duration,
+              "ack_expiry": _positive_duration, "keep_timeline": _positive_duration},
     "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
-             "sender": _email, "starttls": _BOOL, "username": _nonempty,
-             "password": _nonempty, "ca_file": _readable_file, "timeout": _positive_duration,
-             "max_concurrency": _concurrency},
+             "sender": _email, "starttls": _BOOL, "username": _secret,
+             "password": _secret, "ca_file": _readable_file, "timeout": _positive_duration,
+             "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "sms": {"kind": _choice("twilio", "log"), "base_url": _http_url,
-            "account_sid": _nonempty, "auth_token": _nonempty, "from": _phone,
-            "timeout": _positive_duration, "max_concurrency": _concurrency},
+            "account_sid": _secret, "auth_token": _secret, "from": _phone,
+            "timeout": _positive_duration, "max_message_chars": _between(20, 1000),
+            "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "alertmanager": {"service_label": _nonempty},
 }
 
-_SECRETS = {("server", "token"), ("mail", "username"), ("mail", "password"),
-            ("sms", "account_sid"), ("sms", "auth_token")}
+# Keys the environment may set, PAGER_<SECTION>_<KEY>; all but `from` are secrets.
+_FROM_ENVIRONMENT = (("server", "token"), ("mail", "username"), ("mail", "password"),
+                     ("sms", "account_sid"), ("sms", "auth_token"), ("sms", "from"))
+
+
+def listen_address(path: str | Path) -> tuple[str, int]:
+    """Only `[server] listen` of the file (for the health check, which needs no secrets)."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot read: {error}"]) from error
+    server = doc.get("server", {})
+    if not isinstance(server, dict) or "listen" not in server:
+        return ServerConfig.host, ServerConfig.port
+    try:
+        return _listen(server["listen"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError([f"{path}: [server] listen: {error}"]) from error
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -268,12 +317,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         if name not in (*_SECTIONS, "services"):
             check.problem(f"[{name}]", f"unknown section (known: {', '.join(_SECTIONS)}, "
                                        "[[services]])")
-    raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
-    for section, key in _SECRETS:
+    for section, key in _FROM_ENVIRONMENT:  # checked below exactly as the file's values
         value = environ.get(f"PAGER_{section.upper()}_{key.upper()}")
-        if value:
-            raw[section][key] = value
-    services = _services(doc.get("services", []), check)
+        if value and isinstance(doc.setdefault(section, {}), dict):
+            doc[section][key] = value
+    raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
+    # A refused [pager] ack_expiry is reported once, there; the services then default to none.
+    services = _services(doc.get("services", []), check, raw["pager"].get("ack_expiry"))
     config = _assemble(path, raw, services, check)
     if check.problems:
         raise ConfigError(check.problems)
@@ -281,7 +331,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     return config
 
 
-def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
+_SERVICE_KEYS = ("id", "levels", "repeat", "ack_expiry", "heartbeat")
+
+
+def _services(entries: Any, check: _Checker, default_expiry: timedelta | None
+              ) -> tuple[EscalationPolicy, ...]:
     if not isinstance(entries, list):
         check.problem("[[services]]", "must be an array of tables ([[services]])")
         return ()
@@ -293,11 +347,12 @@ def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
             check.problem(where, "must be a table")
             continue
         for key in entry:
-            if key not in ("id", "levels"):
-                check.problem(f"{where} {key}", "unknown key (known: id, levels)")
-        service_id = entry.get("id")
-        if not isinstance(service_id, str) or not service_id:
-            check.problem(f"{where} id", f"expected a non-empty string, got {service_id!r}")
+            if key not in _SERVICE_KEYS:
+                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_SERVICE_KEYS)})")
+        try:
+            service_id = check_service_id(entry.get("id"))
+        except ValueError as error:
+            check.problem(f"{where} id", str(error))
             continue
         where = f"[[services]] #{i + 1} (id {service_id!r})"
         if service_id in seen:
@@ -306,9 +361,44 @@ def _services(entries: Any, check: _Checker) -> tuple[EscalationPolicy, ...]:
             continue
         seen[service_id] = i
         levels = _levels(entry.get("levels"), where, check)
-        if levels:
-            policies.append(EscalationPolicy(service_id, levels))
+        options = _service_options(entry, where, check, default_expiry)
+        if levels and options is not None:
+            policies.append(EscalationPolicy(service_id, levels, **options))
     return tuple(policies)
+
+
+def _service_options(entry: dict[str, Any], where: str, check: _Checker,
+                     default_expiry: timedelta | None) -> dict[str, Any] | None:
+    """repeat (>= 0), ack_expiry (a duration, or "off" against [pager] ack_expiry),
+    heartbeat (>= 10 s). None if any is wrong (each problem reported)."""
+    options: dict[str, Any] = {"ack_expiry": default_expiry}
+    ok = True
+    try:
+        if "repeat" in entry:
+            repeat = _of(int, "a whole number")(entry["repeat"])
+            if repeat < 0:
+                raise ValueError(f"must be 0 or more, got {repeat}")
+            options["repeat"] = repeat
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} repeat", str(error))
+        ok = False
+    try:
+        if "ack_expiry" in entry:
+            options["ack_expiry"] = None if entry["ack_expiry"] == "off" \
+                else _positive_duration(entry["ack_expiry"])
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} ack_expiry", f"{error} (or \"off\")")
+        ok = False
+    try:
+        if "heartbeat" in entry:
+            heartbeat = _duration(entry["heartbeat"])
+            if heartbeat < MIN_HEARTBEAT:
+                raise ValueError(f"must be at least 10s, got {entry['heartbeat']!r}")
+            options["heartbeat"] = heartbeat
+    except (TypeError, ValueError) as error:
+        check.problem(f"{where} heartbeat", str(error))
+        ok = False
+    return options if ok else None
 
 
 def _levels(value: Any, where: str, check: _Checker) -> list[Level]:
@@ -362,7 +452,9 @@ def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -
         for key in ("host", "sender"):
             if key not in mail and ("mail", key) not in check.invalid:
                 check.problem(f"[mail] {key}", 'required when kind = "smtp"')
-        if ("username" in mail) != ("password" in mail):
+        given = {key for key in ("username", "password")
+                 if key in mail or ("mail", key) in check.invalid}
+        if len(given) == 1:
             check.problem("[mail] username", "username and password go together")
     if sms.get("kind") == "twilio":
         for key, shown in (("account_sid", "account_sid"), ("auth_token", "auth_token"),

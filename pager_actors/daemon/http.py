@@ -1,17 +1,26 @@
 """The HTTP API (Starlette): JSON in and out, 202 once a command is committed.
 
-    POST /api/v1/alerts                        {"service_id", "message"}
-    POST /api/v1/services/{id}/acknowledge
-    POST /api/v1/services/{id}/healthy
-    GET  /api/v1/services/{id}                 the service's status
-    GET  /api/v1/services                      every configured service's status
+    POST   /api/v1/alerts                      {"service_id", "message", "key"?, "status"?}
+    POST   /api/v1/services/{id}/acknowledge
+    POST   /api/v1/services/{id}/healthy       resolve the incident, clear every key
+    POST   /api/v1/services/{id}/heartbeat
+    POST   /api/v1/services/{id}/maintenance   {"start"?, "end", "reason"?} -> 201
+    DELETE /api/v1/services/{id}/maintenance/{window}
+    GET    /api/v1/services/{id}               status, firing alerts, maintenance windows
+    GET    /api/v1/services/{id}/incidents     the last 50 incidents
+    GET    /api/v1/services/{id}/incidents/{n} one incident with its timeline
+    GET    /api/v1/services                    every configured service
     POST /api/v1/alertmanager                  Alertmanager webhook (payload version 4)
     GET  /healthz                              liveness
+    GET  /readyz                               readiness: 503 while the store refuses commits
     GET  /metrics                              Prometheus metrics
 
 Errors are JSON `{"error": "..."}`: 400 malformed, 401 missing or wrong token,
 404 unknown service, 413 body too large, 503 quarantined/stopping/store error,
-504 commit not confirmed in time. A refused request changes nothing.
+504 commit not confirmed in time; 500 anything unexpected. A refused request
+changes nothing. The server itself (daemon/server.py) answers 400 for a
+malformed request, 408 for one not received in time and 503 past its
+concurrency limit, also in JSON.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pykka
@@ -31,9 +41,20 @@ from starlette.routing import Route
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
+from pager_actors._service import Outcome
+from pager_actors.daemon import payloads, views
 from pager_actors.daemon.config import Config
 from pager_actors.daemon.metrics import Metrics
-from pager_actors.domain import PagerError, ServiceStatus, UnknownServiceError
+from pager_actors.daemon.payloads import (
+    AlertIn,
+    HttpError,
+    alertmanager_alerts,
+    json_object,
+    require_text,
+)
+from pager_actors.domain import PagerError, UnknownServiceError
+from pager_actors.domain.model import MAX_WINDOW
+from pager_actors.domain.timeline import summarize
 from pager_actors.errors import DeadLetterError, PagerOverloadedError, PagerStoppedError
 from pager_actors.ports import StoreError
 
@@ -49,53 +70,123 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
 ]
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_log = logging.getLogger("pager_actors.http")
 
 
-def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
-    service_ids = [policy.service_id for policy in config.services]
-    label = config.alertmanager.service_label
+def create_app(pager: Pager, config: Config, metrics: Metrics, *,
+               services: Callable[[], list[str]] | None = None) -> Starlette:
+    """The app. `services` lists the service ids in force (they change on a reload)."""
+    listed = [policy.service_id for policy in config.services]
+    api = _Api(pager, config, metrics, services or (lambda: listed))
     token = config.server.token
-    limit = config.server.max_body_bytes
+    service = "/api/v1/services/{service_id}"
+    routes = [
+        Route("/api/v1/alerts", _guard(api.post_alert, token), methods=["POST"]),
+        Route("/api/v1/alertmanager", _guard(api.alertmanager, token), methods=["POST"]),
+        Route("/api/v1/services", _guard(api.list_services, token), methods=["GET"]),
+        Route(service, _guard(api.get_service, token), methods=["GET"]),
+        Route(f"{service}/maintenance", _guard(api.start_maintenance, token), methods=["POST"]),
+        Route(f"{service}/maintenance/{{window:int}}", _guard(api.end_maintenance, token),
+              methods=["DELETE"]),
+        Route(f"{service}/incidents", _guard(api.list_incidents, token), methods=["GET"]),
+        Route(f"{service}/incidents/{{number:int}}", _guard(api.get_incident, token),
+              methods=["GET"]),
+        Route(f"{service}/{{command:str}}",
+              _guard(api.post_command, token, commands=("acknowledge", "healthy", "heartbeat")),
+              methods=["POST"]),
+        # Any other /api/ path: the token is still checked first, then 404.
+        Route("/api/{rest:path}", _guard(_api_not_found, token),
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed,
+                                                        Exception: _internal_error})
 
-    async def post_alert(request: Request) -> Response:
-        body = await _json_body(request, limit)
-        service_id, message = _field(body, "service_id"), _field(body, "message")
-        outcome = await _committed(pager.alert(service_id, message))
-        metrics.alerts_received.labels(source="api").inc()
-        return _accepted(service_id, outcome)
 
-    async def post_command(request: Request) -> Response:
+class _Api:
+    """The handlers: each parses its request (`payloads`), calls the Pager facade and shapes
+    the answer (`views`)."""
+
+    def __init__(self, pager: Pager, config: Config, metrics: Metrics,
+                 service_ids: Callable[[], list[str]]) -> None:
+        self.pager, self.metrics, self.service_ids = pager, metrics, service_ids
+        self.label = config.alertmanager.service_label
+        self.limit = config.server.max_body_bytes
+
+    async def post_alert(self, request: Request) -> Response:
+        given = payloads.alert(await json_object(request, self.limit))
+        outcome = await _committed(_submit(self.pager, given))
+        if given.status == "firing":
+            self.metrics.alerts_received.labels(source="api").inc()
+        return _accepted(outcome)
+
+    async def post_command(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         command = request.path_params["command"]
-        future = pager.acknowledge(service_id) if command == "acknowledge" \
-            else pager.healthy(service_id)
-        return _accepted(service_id, await _committed(future))
+        future = {"acknowledge": self.pager.acknowledge, "healthy": self.pager.healthy,
+                  "heartbeat": self.pager.heartbeat}[command](service_id)
+        outcome = await _committed(future)
+        if outcome.reason == "no_heartbeat":
+            raise HttpError(400, f"service {service_id!r} has no heartbeat configured")
+        return _accepted(outcome)
 
-    async def get_service(request: Request) -> Response:
+    async def get_service(self, request: Request) -> Response:
+        state = await asyncio.to_thread(self.pager.state, request.path_params["service_id"])
+        return JSONResponse(views.service(state))
+
+    async def list_services(self, request: Request) -> Response:
+        states = await asyncio.to_thread(lambda: [self.pager.state(s) for s in self.service_ids()])
+        return JSONResponse({"services": [views.service(state) for state in states]})
+
+    async def start_maintenance(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        status = await asyncio.to_thread(pager.status, service_id)
-        return JSONResponse(_status_json(service_id, status))
+        body = await json_object(request, self.limit)
+        require_text(body)
+        start, end = payloads.moment(body, "start"), payloads.moment(body, "end")
+        if end is None:
+            raise HttpError(400, "missing field 'end'")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise HttpError(400, "field 'reason' must be a string")
+        _check_window(start or datetime.now(UTC), end)
+        outcome = await _committed(self.pager.start_maintenance(service_id, end, start, reason))
+        if outcome.event != "maintenance_started":
+            raise HttpError(400, "the window is not valid now: end after start, within "
+                                 "7 days of it, and not over")
+        window = outcome.state.windows[-1]
+        return JSONResponse(views.window(window), status_code=201)
 
-    async def list_services(request: Request) -> Response:
-        statuses = await asyncio.to_thread(lambda: [(s, pager.status(s)) for s in service_ids])
-        return JSONResponse({"services": [_status_json(s, st) for s, st in statuses]})
+    async def end_maintenance(self, request: Request) -> Response:
+        service_id = request.path_params["service_id"]
+        window = request.path_params["window"]
+        outcome = await _committed(self.pager.end_maintenance(service_id, window))
+        if outcome.reason == "unknown_window":
+            raise HttpError(404, f"service {service_id!r} has no maintenance window {window}")
+        return _accepted(outcome, status_code=200)
 
-    async def alertmanager(request: Request) -> Response:
-        body = await _json_body(request, limit)
-        version = body.get("version")
-        if version is not None and str(version) != "4":
-            raise HttpError(400, f"unsupported Alertmanager payload version {version!r} "
-                                 "(expected \"4\")")
-        alerts = body.get("alerts")
-        if not isinstance(alerts, list):
-            raise HttpError(400, "missing field 'alerts' (a list)")
-        pending: list[tuple[dict[str, Any], CommandFuture[Any] | None]] = []
-        for alert in alerts:
-            pending.append(_submit_alertmanager(pager, alert, label))
+    async def list_incidents(self, request: Request) -> Response:
+        service_id = request.path_params["service_id"]
+        found = await asyncio.to_thread(self.pager.incidents, service_id)
+        return JSONResponse({"service_id": service_id,
+                             "incidents": [views.incident(i) for i in found]})
+
+    async def get_incident(self, request: Request) -> Response:
+        service_id, number = request.path_params["service_id"], request.path_params["number"]
+        entries = await asyncio.to_thread(self.pager.timeline, service_id, number)
+        summary = summarize(number, entries)
+        if summary is None:
+            raise HttpError(404, f"service {service_id!r} has no incident {number} "
+                                 "(or it is older than the timeline keeps)")
+        return JSONResponse({"service_id": service_id, **views.incident(summary),
+                             "timeline": [views.entry(e) for e in entries]})
+
+    async def alertmanager(self, request: Request) -> Response:
+        body = await json_object(request, self.limit)
+        pending: list[tuple[dict[str, Any], CommandFuture[Any] | None]] = [
+            _submit_alertmanager(self.pager, alert)
+            for alert in alertmanager_alerts(body, self.label)]
         results = []
         for result, future in pending:
             if future is not None:
@@ -103,7 +194,7 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
                     outcome = await _committed(future)
                     result.update(accepted=True, event=outcome.event)
                     if result["status"] == "firing":
-                        metrics.alerts_received.labels(source="alertmanager").inc()
+                        self.metrics.alerts_received.labels(source="alertmanager").inc()
                 except HttpError as error:
                     result.update(accepted=False, error=str(error), code=error.status)
             results.append(result)
@@ -111,40 +202,48 @@ def create_app(pager: Pager, config: Config, metrics: Metrics) -> Starlette:
         code = 202 if accepted or not results else max(r.get("code", 400) for r in results)
         return JSONResponse({"results": results}, status_code=code)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        text, content_type = metrics.exposition()
+    async def readyz(self, request: Request) -> Response:
+        pager = self.pager
+        problem = "the pager is stopping" if pager.stopping else pager.store_problem()
+        if problem is not None:
+            return JSONResponse({"status": "unready", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        text, content_type = self.metrics.exposition()
         return Response(text, media_type=content_type)
 
-    routes = [
-        Route("/api/v1/alerts", _guard(post_alert, token), methods=["POST"]),
-        Route("/api/v1/alertmanager", _guard(alertmanager, token), methods=["POST"]),
-        Route("/api/v1/services", _guard(list_services, token), methods=["GET"]),
-        Route("/api/v1/services/{service_id}", _guard(get_service, token), methods=["GET"]),
-        Route("/api/v1/services/{service_id}/{command:str}",
-              _guard(post_command, token, commands=("acknowledge", "healthy")),
-              methods=["POST"]),
-        # Any other /api/ path: the token is still checked first, then 404.
-        Route("/api/{rest:path}", _guard(_api_not_found, token),
-              methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
-    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+
+def _check_window(start: datetime, end: datetime) -> None:
+    """The API's rules for a maintenance window, said precisely before anything is queued."""
+    if end <= datetime.now(UTC):
+        raise HttpError(400, "'end' is already past")
+    if end <= start:
+        raise HttpError(400, "'end' must be after 'start'")
+    if end - start > MAX_WINDOW:
+        raise HttpError(400, f"a window lasts at most {MAX_WINDOW.days} days")
+
+
+def _submit(pager: Pager, given: AlertIn) -> CommandFuture[Any]:
+    if given.status == "firing":
+        return pager.alert(given.service_id, given.message, given.key)
+    return pager.resolve_alert(given.service_id, given.key)
 
 
 def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
            commands: tuple[str, ...] | None = None) -> Callable[[Request], Awaitable[Response]]:
     """Check the bearer token, and turn every known failure into a JSON error."""
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     async def guarded(request: Request) -> Response:
         try:
             if expected is not None:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                        given.strip().encode(errors="replace"), expected):
                     raise HttpError(401, "missing or wrong bearer token")
             if commands is not None and request.path_params.get("command") not in commands:
                 raise HttpError(404, f"no such command; use one of {', '.join(commands)}")
@@ -158,38 +257,6 @@ def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
             return JSONResponse({"error": message}, status_code=status)
 
     return guarded
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise HttpError(400, f"malformed JSON: {error}") from error
-    if not isinstance(body, dict):
-        raise HttpError(400, "the body must be a JSON object")
-    return body
-
-
-def _field(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if value is None:
-        raise HttpError(400, f"missing field {name!r}")
-    if not isinstance(value, str) or not value.strip():
-        raise HttpError(400, f"field {name!r} must be a non-empty string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:  # JSON allows lone surrogates; UTF-8 does not
-        raise HttpError(400, f"field {name!r} is not valid Unicode text") from error
-    return value
 
 
 async def _committed(future: CommandFuture[Any]) -> Any:
@@ -224,44 +291,24 @@ def _error_status(error: BaseException) -> tuple[int, str]:
     for kind, status in _STATUS_OF:
         if isinstance(error, kind):
             return status, str(error)
-    return 500, f"internal error: {error!r}"
+    # Not the client's fault, and its text may hold anything: the details go to the log only.
+    _log.error("internal error", exc_info=error)
+    return 500, "internal error (logged by the daemon)"
 
 
-def _submit_alertmanager(pager: Pager, alert: Any, label: str
+def _submit_alertmanager(pager: Pager, alert: AlertIn | HttpError
                          ) -> tuple[dict[str, Any], CommandFuture[Any] | None]:
-    if not isinstance(alert, dict):
-        return {"accepted": False, "error": "an alert must be a JSON object", "code": 400}, None
-    labels: Any = alert.get("labels") or {}
-    annotations: Any = alert.get("annotations") or {}
-    if not isinstance(labels, dict) or not isinstance(annotations, dict):
-        return {"accepted": False, "error": "labels and annotations must be objects",
-                "code": 400}, None
-    status = alert.get("status")
-    service_id = labels.get(label)
-    result: dict[str, Any] = {"service_id": service_id, "status": status,
-                              "alertname": labels.get("alertname")}
-    if not isinstance(service_id, str) or not service_id:
-        result.update(accepted=False, error=f"alert has no {label!r} label", code=400)
-        return result, None
-    if status == "firing":
-        message = (annotations.get("summary") or annotations.get("description")
-                   or labels.get("alertname") or "alert from Alertmanager")
-        return result, pager.alert(service_id, str(message))
-    if status == "resolved":
-        return result, pager.healthy(service_id)
-    result.update(accepted=False, error=f"unknown alert status {status!r}", code=400)
-    return result, None
+    if isinstance(alert, HttpError):
+        return {"accepted": False, "error": str(alert), "code": alert.status}, None
+    result: dict[str, Any] = {"service_id": alert.service_id, "status": alert.status,
+                              "alertname": alert.alertname, "key": alert.key}
+    return result, _submit(pager, alert)
 
 
-def _accepted(service_id: str, outcome: Any) -> JSONResponse:
-    return JSONResponse({"service_id": service_id, "event": outcome.event,
-                         "reason": outcome.reason,
-                         "status": _status_json(service_id, outcome.status)}, status_code=202)
-
-
-def _status_json(service_id: str, status: ServiceStatus) -> dict[str, Any]:
-    return {"service_id": service_id, "health": status.health.value, "level": status.level,
-            "acknowledged": status.acknowledged, "message": status.message}
+def _accepted(outcome: Outcome, status_code: int = 202) -> JSONResponse:
+    return JSONResponse({"service_id": outcome.service_id, "event": outcome.event,
+                         "reason": outcome.reason, "status": views.service(outcome.state)},
+                        status_code=status_code)
 
 
 async def _api_not_found(request: Request) -> Response:
@@ -270,6 +317,11 @@ async def _api_not_found(request: Request) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"no route for {request.url.path}"}, status_code=404)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected exception outside the guarded routes: JSON, not Starlette's plain text."""
+    return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:

@@ -46,9 +46,14 @@ class _EngineCollector(Collector):
             retried.add_metric([channel], stats.get(f"{channel}_retried", 0))
         yield from (sent, failed, retried)
         for name, key, text in (
-            ("pager_incidents_opened", "incident_opened", "Incidents opened."),
-            ("pager_escalations", "escalated", "Escalations to a next level."),
+            ("pager_incidents_opened", "opened", "Incidents opened."),
+            ("pager_escalations", "escalated", "Escalations to a next level or round."),
+            ("pager_escalations_exhausted", "exhausted",
+             "Incidents whose escalation ran out of levels and rounds: nobody more is paged."),
             ("pager_acknowledgements", "acknowledged", "Incidents acknowledged."),
+            ("pager_acknowledgements_expired", "ack_expired",
+             "Acknowledgements that expired before the incident was resolved."),
+            ("pager_alerts_suppressed", "suppressed", "Alerts that fired in a maintenance window."),
             ("pager_service_restarts", "service_restarts", "Service actor restarts."),
             ("pager_dead_letters", "dead_letters", "Commands dropped after crashing twice."),
             ("pager_quarantines", "services_quarantined", "Services quarantined."),

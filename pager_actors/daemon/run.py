@@ -1,20 +1,27 @@
-"""The daemon's composition root: config -> adapters -> Pager -> HTTP server, and back down.
+"""The daemon's composition root: config -> store -> socket -> Pager -> HTTP, and back down.
 
-Start order: store (refuses a corrupt file before anything else starts),
-senders, timer, Pager (recovers), HTTP. SIGTERM/SIGINT: uvicorn stops
-accepting and finishes in-flight requests, then the pager drains and stops
-its actors, then the timer and the store close. Exit code 0.
+Start order, so that a daemon that cannot serve sends nothing:
+1. the state store: its exclusive lock, then read-only checks (a file in use,
+   corrupt, foreign or newer is refused before anything is written);
+2. the listening socket (a port in use is refused);
+3. senders, timer, and the Pager, whose recovery resends pending pages and
+   re-arms timeouts;
+4. `daemon_listening`, then uvicorn serves the socket.
+Steps 1 and 2 raise StartupRefused: one line for the operator, exit code 2.
+
+SIGHUP reloads the services and their policies (`Reloader`). SIGTERM/SIGINT:
+uvicorn stops accepting and finishes in-flight requests, then the pager drains
+and stops its actors, then the timer and the store close. Exit code 0.
 """
 
 from __future__ import annotations
 
-import logging
+import errno
 import signal
+import socket
 import ssl
-import sys
-
-import structlog
-import uvicorn
+import threading
+from dataclasses import replace
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
@@ -24,14 +31,21 @@ from adapters.timer import ThreadedTimer
 from adapters.twilio import TwilioSmsSender
 from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._pager import Pager
-from pager_actors.daemon.config import Config
+from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
+from pager_actors.daemon.server import build_server
+from pager_actors.domain import EscalationPolicy, Health, PageFormat
+from pager_actors.logs import get_logger
 from pager_actors.ports import MailSender, SmsSender, StoreError
 
-log = structlog.get_logger("pager_actors.daemon")
+log = get_logger("pager_actors.daemon")
 
 GRACEFUL_SECONDS = 4
+
+
+class StartupRefused(Exception):
+    """The daemon will not start; nothing was sent. Its message is one line."""
 
 
 def mail_sender(config: Config) -> MailSender:
@@ -55,52 +69,145 @@ def sms_sender(config: Config) -> SmsSender:
                            max_connections=sms.max_concurrency)
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM or SIGINT; return the process exit code."""
+def open_store(config: Config) -> SqliteStore:
     try:
-        store = SqliteStore(config.pager.state)
+        return SqliteStore(config.pager.state)
     except StoreError as error:
-        log.critical("store_unusable", error=str(error))
-        return 2
+        raise StartupRefused(str(error)) from error
+
+
+def listen_socket(server: ServerConfig) -> socket.socket:
+    """Bind and listen now, before recovery, so a port in use costs no resent page."""
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    try:
+        sock = socket.create_server((server.host, server.port), family=family, backlog=2048)
+    except OSError as error:
+        reason = ("the address is already in use" if error.errno == errno.EADDRINUSE
+                  else error.strerror or str(error))
+        raise StartupRefused(f"cannot listen on {server.host}:{server.port}: {reason}"
+                             ) from error
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT; return the process exit code.
+
+    Raises StartupRefused (before anything is sent) when the state or the
+    port cannot be had.
+    """
+    store = open_store(config)
+    try:
+        sock = listen_socket(config.server)
+    except StartupRefused:
+        store.close()
+        raise
     timer = ThreadedTimer()
+    policies = InMemoryPolicyRepository(config.services)
     pager = Pager.start(
-        policies=InMemoryPolicyRepository(config.services), mail=mail_sender(config),
-        sms=sms_sender(config), timer=timer, ack_timeout=config.pager.ack_timeout, store=store,
+        policies=policies, mail=mail_sender(config), sms=sms_sender(config), timer=timer,
+        ack_timeout=config.pager.ack_timeout, store=store,
         passivate_after=config.pager.passivate_after,
         max_live_services=config.pager.max_live_services,
         retry=RetryPolicy(attempts=config.pager.delivery_attempts,
                           backoff=config.pager.retry_backoff.total_seconds()),
+        page_format=PageFormat(sms_message_chars=config.sms.max_message_chars),
+        keep_timeline=config.pager.keep_timeline,
         # Requests all arrive on the event loop's thread: per-thread backpressure would
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(pager, config, metrics), host=config.server.host, port=config.server.port,
-        log_config=None, access_log=False, lifespan="off", limit_concurrency=4096,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS))
+    app = create_app(pager, config, metrics, services=policies.service_ids)
+    server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)
+    reloader = Reloader(config, policies, pager)
     # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
     # handler that was there before: make that one a no-op, so the shutdown below runs
     # and the process exits 0.
-    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, frame: received.append(number))
+        signal.signal(sig, lambda number, frame: None)
+    signal.signal(signal.SIGHUP, lambda number, frame: reloader.request())
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         log.info("daemon_stopping")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         pager.stop(timeout=5)
         timer.close()
         store.close()
+        sock.close()
         log.info("daemon_stopped")
     return 0 if server.started else 1
 
 
-def configure_stdlib_logging() -> None:
-    """uvicorn logs through the standard library: keep its warnings, on stderr."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+class Reloader:
+    """SIGHUP: read the config again and swap in its services and policies.
+
+    An invalid file is refused whole: every problem is logged and the running
+    config stays. Open incidents keep the policy snapshot they opened with. A
+    service removed while its incident is open stays until that incident is
+    resolved (and the config reloaded again), so no page is lost by a reload.
+    `[server] listen` and `[pager] state`, and the other sections, need a
+    restart: a change to them is logged and not applied.
+    """
+
+    def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager) -> None:
+        self._config = config
+        self._policies = policies
+        self._pager = pager
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        """From the signal handler: reload on a thread of its own, never in the handler."""
+        threading.Thread(target=self.reload, name="pager-reload", daemon=True).start()
+
+    def reload(self) -> bool:
+        """Reload now; True if the new services are in force."""
+        with self._lock:
+            try:
+                new = load_config(self._config.source)
+            except ConfigError as error:
+                for problem in error.problems:
+                    log.error("config_reload_refused", problem=problem)
+                return False
+            ignored = [name for name, old, now in (
+                ("[server]", self._config.server, new.server),
+                ("[pager]", self._config.pager, new.pager),
+                ("[mail]", self._config.mail, new.mail),
+                ("[sms]", self._config.sms, new.sms),
+                ("[alertmanager]", self._config.alertmanager, new.alertmanager),
+            ) if old != now]
+            if ignored:
+                log.warning("config_reload_needs_restart", sections=ignored,
+                            hint="listen, state, gateways and other settings change only "
+                                 "with a restart; services and policies were reloaded")
+            kept = self._still_open(self._config.services, new.services)
+            self._policies.replace([*new.services, *kept])
+            old_ids = {p.service_id for p in self._config.services}
+            new_ids = {p.service_id for p in new.services}
+            log.info("config_reloaded", services=len(new_ids), added=sorted(new_ids - old_ids),
+                     removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
+                     kept_until_resolved=[p.service_id for p in kept])
+            # The running settings stay; only the services change.
+            self._config = replace(self._config, services=(*new.services, *kept))
+            return True
+
+    def _still_open(self, old: tuple[EscalationPolicy, ...], new: tuple[EscalationPolicy, ...]
+                    ) -> list[EscalationPolicy]:
+        """Removed services whose incident is still open: they stay for now."""
+        new_ids = {p.service_id for p in new}
+        kept = []
+        for policy in old:
+            if policy.service_id in new_ids:
+                continue
+            try:
+                unhealthy = self._pager.status(policy.service_id).health is Health.UNHEALTHY
+            except Exception:
+                unhealthy = True  # cannot tell: keep it rather than lose its incident
+            if unhealthy:
+                kept.append(policy)
+        return kept

@@ -1,60 +1,144 @@
-"""The functional core: `decide(service, command, policy, now, ack_timeout)`.
+"""The functional core: `decide(service, command, policy, now=, ack_timeout=)`.
 
 Commands are what a caller asks for; effects are what must happen outside the
-domain as a result (notify a target, arm a timer). `decide` reads no clock,
-takes no lock and does no I/O: the caller passes `now` and carries out the
-effects.
+domain as a result (notify a target, arm a timer, append to the timeline).
+`decide` reads no clock, takes no lock and does no I/O: the caller passes
+`now` and carries out the effects.
+
+A service has at most one open incident, which stays open while at least one
+of its alerts (by key) fires. Every timer a service relies on (ack timeout,
+ack expiry, heartbeat, end of a maintenance window) is armed with a token
+that names it; a timer whose token the state no longer holds does nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pager_actors.domain.errors import UnknownServiceError
 from pager_actors.domain.model import (
+    DEFAULT_KEY,
+    HEARTBEAT_KEY,
+    MAX_WINDOW,
+    Alert,
+    EmailTarget,
     EscalationPolicy,
     Incident,
     MonitoredService,
     Target,
+    Window,
+    check_key,
+    window_token,
 )
+from pager_actors.domain.texts import (
+    PageFormat,
+    check_text,
+    headline,
+    mail_body,
+    one_line,
+    sms_text,
+    subject,
+)
+from pager_actors.domain.timeline import TimelineEntry
+
+DEFAULT_FORMAT = PageFormat()
 
 # -- commands ---------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class RaiseAlert:
+    """An alert fires. `message` must be text a store can keep, `key` 1-200 printable
+    characters (ValueError if not)."""
+
     message: str
+    key: str = DEFAULT_KEY
+
+    def __post_init__(self) -> None:
+        check_text(self.message, "an alert message")
+        check_key(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveAlert:
+    """The alert with this key stopped firing."""
+
+    key: str
+
+    def __post_init__(self) -> None:
+        check_key(self.key)
 
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
-    pass
+    """Someone took the incident: stop escalating it. `by` says who or through what."""
+
+    by: str = "api"
 
 
 @dataclass(frozen=True, slots=True)
 class ReportHealthy:
-    pass
+    """Operator override: the service is fine. Closes the incident, clears every key."""
+
+    by: str = "api"
 
 
 @dataclass(frozen=True, slots=True)
-class ExpireAckTimeout:
-    """The acknowledgement timeout armed with `token` fired (None: the one armed now)."""
+class TimerFired:
+    """The timer armed with `token` fell due (None: the incident's armed timer)."""
 
     token: str | None = None
 
 
-Command = RaiseAlert | Acknowledge | ReportHealthy | ExpireAckTimeout
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The service is alive: restart the heartbeat countdown."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartMaintenance:
+    """Open a maintenance window from `start` (None: now) to `end`."""
+
+    end: datetime
+    start: datetime | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        check_text(self.reason, "a maintenance reason")
+
+
+@dataclass(frozen=True, slots=True)
+class EndMaintenance:
+    """End maintenance window `window` now."""
+
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageFailed:
+    """Page number `page` of `incident` to `target` (a URI) failed for good."""
+
+    incident: int
+    page: int
+    target: str
+
+
+Command = (RaiseAlert | ResolveAlert | Acknowledge | ReportHealthy | TimerFired | Heartbeat
+           | StartMaintenance | EndMaintenance | PageFailed)
 
 # -- effects ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(NamedTuple):
     """Tell one target about an incident.
 
-    `key` is unique per (service, incident, level, target): the same page is
-    never produced twice under the same key, so it is the delivery id.
+    `key` is the page's own delivery id, unique per (service, incident,
+    round, level, page number, target): the outbox row and the adapters know
+    the page by it. `subject` and `text` are already within the limits of the
+    target's channel (`pager_actors.domain.texts`): a mail's Subject and
+    body, or an SMS (whose `subject` is unused).
     """
 
     service_id: str
@@ -63,17 +147,24 @@ class Notify:
     target: Target
     subject: str
     text: str
-    key: str = field(init=False, repr=False, compare=False)
+    key: str
+    round: int = 1
+    page: int = 1
 
-    def __post_init__(self) -> None:
-        # Computed once: the outbox, the adapters and the logs all ask for it.
-        object.__setattr__(self, "key",
-                           f"{self.service_id}/{self.incident}/{self.level}/{self.target.uri}")
+    @property
+    def channel(self) -> str:
+        return "mail" if isinstance(self.target, EmailTarget) else "sms"
+
+    def outcome(self, at: datetime, error: str | None) -> TimelineEntry:
+        """The timeline entry of this page's delivery: `delivered`, or `delivery_failed` with
+        its (masked) error."""
+        return TimelineEntry(at, "delivered" if error is None else "delivery_failed",
+                             self.incident, self.level, self.round, self.target.masked,
+                             self.channel, error)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmAckTimeout:
-    """Arm the acknowledgement timeout; only `token` may escalate when it fires."""
+class ArmTimer(NamedTuple):
+    """Arm a timer; when it falls due only `token` may act."""
 
     service_id: str
     token: str
@@ -81,17 +172,26 @@ class ArmAckTimeout:
     deadline: datetime
 
 
-Effect = Notify | ArmAckTimeout
+class Record(NamedTuple):
+    """Append `entry` to the service's timeline, in the same commit as the state."""
+
+    service_id: str
+    entry: TimelineEntry
+
+
+Effect = Notify | ArmTimer | Record
 
 # -- decisions --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The new state, the effects to carry out, and a past-tense name for what happened.
 
-    `event` is one of: incident_opened, escalated, acknowledged, resolved,
-    escalation_exhausted, ignored. `reason` says why a command was ignored.
+    `event` is one of: incident_opened, alert_added, alert_resolved, resolved,
+    suppressed, escalated, acknowledged, ack_expired, escalation_exhausted,
+    heartbeat, maintenance_started, maintenance_ended, ignored. `reason` says
+    why a command was ignored, or why an escalation came early
+    (`delivery_failed`).
     """
 
     service: MonitoredService
@@ -100,9 +200,19 @@ class Decision:
     reason: str | None = None
 
 
-def token_for(service_id: str, incident: int, level: int) -> str:
-    """The token of the timeout armed after notifying `level` of `incident`."""
-    return f"{service_id}#{incident}@{level}"
+def token_for(service_id: str, incident: int, level: int, round_: int = 1, page: int = 1) -> str:
+    """The token of the ack timeout armed after page number `page` (level, round) of
+    `incident`."""
+    return f"{service_id}#{incident}@{level}r{round_}p{page}"
+
+
+def expiry_token(service_id: str, incident: int, ack: int) -> str:
+    """The token of the expiry of acknowledgement number `ack` of `incident`."""
+    return f"{service_id}#{incident}ack{ack}"
+
+
+def heartbeat_token(service_id: str, beat: int) -> str:
+    return f"{service_id}~heartbeat{beat}"
 
 
 def decide(
@@ -112,109 +222,305 @@ def decide(
     *,
     now: datetime,
     ack_timeout: timedelta,
+    fmt: PageFormat = DEFAULT_FORMAT,
 ) -> Decision:
-    """Apply one command to one service. Raises UnknownServiceError without a policy."""
+    """Apply one command to one service. Raises UnknownServiceError without a policy.
+
+    `fmt` says how much alert text a page carries.
+    """
     if policy is None:
         raise UnknownServiceError(service.service_id)
+    core = _Core(service, policy, now, ack_timeout, fmt)
     match command:
-        case RaiseAlert(message):
-            return _on_alert(service, message, policy, now, ack_timeout)
-        case Acknowledge():
-            return _on_acknowledge(service)
-        case ReportHealthy():
-            if service.incident is None:
-                return _ignored(service, "already_healthy")
-            return _changed(service, None, (), "resolved")
-        case ExpireAckTimeout(token):
-            return _on_timeout(service, token, now, ack_timeout)
+        case RaiseAlert(message, key):
+            return core.fire(key, message)
+        case ResolveAlert(key):
+            return core.resolve_key(key)
+        case Acknowledge(by):
+            return core.acknowledge(by)
+        case ReportHealthy(by):
+            return core.heal(by)
+        case TimerFired(token):
+            return core.timer(token)
+        case Heartbeat():
+            return core.heartbeat()
+        case StartMaintenance(end, start, reason):
+            return core.start_window(start or now, end, reason)
+        case EndMaintenance(window):
+            return core.end_window(window)
+        case PageFailed(incident, page, target):
+            return core.page_failed(incident, page, target)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
 
 
-# The helpers below build values with their constructors rather than
-# dataclasses.replace(), which costs several microseconds a call on the hot path.
+class _Core:
+    """One decision's context. Builds values with their constructors: on the hot path
+    `dataclasses.replace` costs several microseconds a call."""
+
+    __slots__ = ("ack_timeout", "effects", "fmt", "now", "policy", "sid", "state", "version")
+
+    def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,
+                 ack_timeout: timedelta, fmt: PageFormat) -> None:
+        self.state, self.policy, self.now = state, policy, now
+        self.version = state.version + 1  # every state this decision builds is the next one
+        self.ack_timeout, self.fmt = ack_timeout, fmt
+        self.sid = state.service_id
+        self.effects: list[Effect] = []
+
+    # -- results -------------------------------------------------------------
+
+    def _done(self, new: MonitoredService, event: str, reason: str | None = None) -> Decision:
+        return Decision(new, tuple(self.effects), event, reason)
+
+    def _ignored(self, reason: str) -> Decision:
+        return Decision(self.state, (), "ignored", reason)
+
+    def _service(self, incident: Incident | None, *, alerts: tuple[Alert, ...] | None = None,
+                 windows: tuple[Window, ...] | None = None, opened: int | None = None,
+                 windows_opened: int | None = None,
+                 heartbeat: tuple[str | None, datetime | None, int] | None = None
+                 ) -> MonitoredService:
+        """The next version of the state, with the parts given changed."""
+        s = self.state
+        token, deadline, beats = heartbeat or (s.heartbeat_token, s.heartbeat_deadline,
+                                               s.heartbeats)
+        return MonitoredService(
+            s.service_id, incident, s.incidents_opened if opened is None else opened,
+            self.version, s.alerts if alerts is None else alerts,
+            s.windows if windows is None else windows,
+            s.windows_opened if windows_opened is None else windows_opened,
+            token, deadline, beats)
+
+    def _record(self, event: str, incident: int | None, **fields: object) -> None:
+        self.effects.append(Record(self.sid, TimelineEntry(self.now, event, incident,
+                                                           **fields)))  # type: ignore[arg-type]
+
+    # -- alerts ----------------------------------------------------------------
+
+    def fire(self, key: str, message: str) -> Decision:
+        state = self.state
+        if any(alert.key == key for alert in state.alerts):
+            return self._ignored("duplicate")
+        alerts = (*state.alerts, Alert(key, message, self.now))
+        incident = state.incident
+        if incident is not None:
+            self._record("alert_added", incident.number, key=key, message=message)
+            return self._done(self._service(incident, alerts=alerts), "alert_added")
+        if state.in_maintenance(self.now):
+            self._record("suppressed", None, key=key, message=message)
+            return self._done(self._service(None, alerts=alerts), "suppressed")
+        return self._done(self._open(alerts), "incident_opened")
+
+    def _open(self, alerts: tuple[Alert, ...]) -> MonitoredService:
+        """Open an incident for `alerts` (the first names it) and page level 1."""
+        number = self.state.incidents_opened + 1
+        first = alerts[0]
+        self._record("opened", number, level=1, round=1, key=first.key, message=first.message)
+        incident = self._paged(Incident(number, first.message, self.policy, 1,
+                                        opened_at=self.now, page=0), 1, 1, len(alerts))
+        return self._service(incident, alerts=alerts, opened=number)
+
+    def resolve_key(self, key: str) -> Decision:
+        state, incident = self.state, self.state.incident
+        alerts = tuple(alert for alert in state.alerts if alert.key != key)
+        if len(alerts) == len(state.alerts):
+            if incident is not None and incident.legacy:
+                return self._close("api", key)
+            return self._ignored("unknown_alert")
+        if alerts or incident is None:
+            if incident is not None:
+                self._record("alert_resolved", incident.number, key=key)
+            return self._done(self._service(incident, alerts=alerts), "alert_resolved")
+        return self._close(None, key)
+
+    def heal(self, by: str) -> Decision:
+        if self.state.incident is None and not self.state.alerts:
+            return self._ignored("already_healthy")
+        return self._close(by, None)
+
+    def _close(self, by: str | None, key: str | None) -> Decision:
+        """Close the incident (if any) and clear every firing key."""
+        incident = self.state.incident
+        if incident is not None:
+            self._record("resolved", incident.number, by=by, key=key)
+        return self._done(self._service(None, alerts=()), "resolved")
+
+    # -- acknowledgement -------------------------------------------------------
+
+    def acknowledge(self, by: str) -> Decision:
+        incident = self.state.incident
+        if incident is None:
+            return self._ignored("no_open_incident")
+        if incident.acknowledged:
+            return self._ignored("already_acknowledged")
+        acks = incident.acks + 1
+        token: str | None = None
+        deadline: datetime | None = None
+        expiry = self.policy.ack_expiry
+        if expiry is not None:
+            token, deadline = expiry_token(self.sid, incident.number, acks), self.now + expiry
+            self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
+        self._record("acknowledged", incident.number, level=incident.level,
+                     round=incident.round, by=by)
+        acked = Incident(incident.number, incident.message, incident.policy, incident.level,
+                         True, token, deadline, incident.round, incident.page, incident.failed,
+                         incident.opened_at, by, acks, incident.legacy)
+        return self._done(self._service(acked), "acknowledged")
+
+    # -- timers ----------------------------------------------------------------
+
+    def timer(self, token: str | None) -> Decision:
+        state, incident = self.state, self.state.incident
+        if incident is not None and incident.armed_token is not None \
+                and token in (None, incident.armed_token):
+            if incident.acknowledged:
+                return self._ack_expired(incident)
+            return self._escalate(incident, None)
+        if token is not None and token == state.heartbeat_token:
+            return self._heartbeat_missed()
+        for window in state.windows:
+            if token == window_token(self.sid, window.id):
+                return self.end_window(window.id)
+        if token is None and incident is None:
+            return self._ignored("no_open_incident")
+        if incident is not None and incident.acknowledged:
+            return self._ignored("acknowledged")
+        return self._ignored("stale_token")
+
+    def _escalate(self, incident: Incident, reason: str | None) -> Decision:
+        policy = incident.policy
+        level, round_ = incident.level + 1, incident.round
+        if level > len(policy.levels):
+            level, round_ = 1, round_ + 1
+        if round_ > policy.rounds:
+            self._record("exhausted", incident.number, level=incident.level,
+                         round=incident.round)
+            disarmed = Incident(incident.number, incident.message, policy, incident.level,
+                                False, None, None, incident.round, incident.page,
+                                incident.failed, incident.opened_at, incident.acknowledged_by,
+                                incident.acks, incident.legacy)
+            return self._done(self._service(disarmed), "escalation_exhausted", reason)
+        self._record("escalated", incident.number, level=level, round=round_)
+        escalated = self._paged(incident, level, round_, len(self.state.alerts))
+        return self._done(self._service(escalated), "escalated", reason)
+
+    def _ack_expired(self, incident: Incident) -> Decision:
+        self._record("ack_expired", incident.number, level=incident.level,
+                     round=incident.round)
+        unacked = Incident(incident.number, incident.message, incident.policy, incident.level,
+                           False, None, None, incident.round, incident.page, incident.failed,
+                           incident.opened_at, incident.acknowledged_by, incident.acks,
+                           incident.legacy)
+        paged = self._paged(unacked, incident.level, incident.round, len(self.state.alerts))
+        return self._done(self._service(paged), "ack_expired")
+
+    def _paged(self, incident: Incident, level: int, round_: int, firing: int) -> Incident:
+        """Page `level` of `incident` (its next page number) and arm its ack timeout."""
+        page, number, sid, now = incident.page + 1, incident.number, self.sid, self.now
+        policy, message = incident.policy, incident.message
+        token = token_for(sid, number, level, round_, page)
+        deadline = now + self.ack_timeout
+        head = headline(sid, number, level)
+        if policy.repeat:
+            head += f", round {round_} of {policy.rounds}"
+        more = f"+{firing - 1} more firing" if firing > 1 else ""
+        targets = policy.level(level).targets
+        flat = one_line(message)
+        mail = sms = ("", "")  # (subject, text), each rendered once per level
+        if any(isinstance(target, EmailTarget) for target in targets):
+            mail = (subject(sid, flat, f"({more})" if more else ""),
+                    mail_body(head, message, more))
+        if not all(isinstance(target, EmailTarget) for target in targets):
+            sms = ("", sms_text(head, flat, self.fmt, more))
+        prefix = f"{sid}/{number}/r{round_}/l{level}/p{page}/"
+        effects = self.effects
+        for target in targets:
+            by_mail = isinstance(target, EmailTarget)
+            text = mail if by_mail else sms
+            effects.append(Notify(sid, number, level, target, text[0], text[1],
+                                  prefix + target.uri, round_, page))
+            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
+                                                     target.masked,
+                                                     "mail" if by_mail else "sms")))
+        effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        return Incident(number, message, policy, level, False, token, deadline, round_, page,
+                        frozenset(), incident.opened_at, incident.acknowledged_by,
+                        incident.acks, incident.legacy)
+
+    # -- failed pages ------------------------------------------------------------
+
+    def page_failed(self, number: int, page: int, target: str) -> Decision:
+        incident = self.state.incident
+        if incident is None or incident.number != number or incident.page != page \
+                or incident.acknowledged or incident.armed_token is None \
+                or target in incident.failed:
+            return self._ignored("stale_delivery")
+        failed = incident.failed | {target}
+        if failed >= {t.uri for t in incident.policy.level(incident.level).targets}:
+            return self._escalate(incident, "delivery_failed")
+        noted = Incident(incident.number, incident.message, incident.policy, incident.level,
+                         False, incident.armed_token, incident.ack_deadline, incident.round,
+                         incident.page, failed, incident.opened_at, incident.acknowledged_by,
+                         incident.acks, incident.legacy)
+        return self._done(self._service(noted), "page_failed")
+
+    # -- heartbeats --------------------------------------------------------------
+
+    def heartbeat(self) -> Decision:
+        interval = self.policy.heartbeat
+        if interval is None:
+            return self._ignored("no_heartbeat")
+        state = self.state
+        beats = state.heartbeats + 1
+        token, deadline = heartbeat_token(self.sid, beats), self.now + interval
+        self.effects.append(ArmTimer(self.sid, token, interval, deadline))
+        armed = (token, deadline, beats)
+        if any(alert.key == HEARTBEAT_KEY for alert in state.alerts):
+            # Back: the missed heartbeat's alert resolves, as a resolve of its key would.
+            self.state = self._service(state.incident, heartbeat=armed)
+            return self.resolve_key(HEARTBEAT_KEY)
+        return self._done(self._service(state.incident, heartbeat=armed), "heartbeat")
+
+    def _heartbeat_missed(self) -> Decision:
+        interval = self.policy.heartbeat or timedelta(0)
+        self.state = self._service(self.state.incident,
+                                   heartbeat=(None, None, self.state.heartbeats))
+        decision = self.fire(HEARTBEAT_KEY, f"no heartbeat for {_duration(interval)}")
+        if decision.event == "ignored":  # its alert already fires: just disarmed
+            return self._done(self.state, "heartbeat_missed")
+        return decision
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def start_window(self, start: datetime, end: datetime, reason: str) -> Decision:
+        if not start < end or end - start > MAX_WINDOW or end <= self.now:
+            return self._ignored("invalid_window")
+        number = self.state.windows_opened + 1
+        window = Window(number, start, end, reason)
+        self.effects.append(ArmTimer(self.sid, window_token(self.sid, number),
+                                     end - self.now, end))
+        return self._done(self._service(self.state.incident,
+                                        windows=(*self.state.windows, window),
+                                        windows_opened=number), "maintenance_started")
+
+    def end_window(self, number: int) -> Decision:
+        state = self.state
+        windows = tuple(window for window in state.windows if window.id != number)
+        if len(windows) == len(state.windows):
+            return self._ignored("unknown_window")
+        self.state = self._service(state.incident, windows=windows)
+        if self.state.incident is None and self.state.alerts \
+                and not self.state.in_maintenance(self.now):
+            # What fired during the window now pages, as though it had just arrived.
+            self.state = self._open(self.state.alerts)
+        return self._done(self.state, "maintenance_ended")
 
 
-def _on_alert(
-    service: MonitoredService,
-    message: str,
-    policy: EscalationPolicy,
-    now: datetime,
-    ack_timeout: timedelta,
-) -> Decision:
-    if service.incident is not None:
-        return _ignored(service, "already_unhealthy")
-    number = service.incidents_opened + 1
-    incident = _paged(service.service_id, number, message, policy, 1, now + ack_timeout)
-    opened = MonitoredService(service.service_id, incident, number, service.version + 1)
-    return Decision(opened, _page(service.service_id, incident, now, ack_timeout),
-                    "incident_opened")
-
-
-def _on_acknowledge(service: MonitoredService) -> Decision:
-    incident = service.incident
-    if incident is None:
-        return _ignored(service, "no_open_incident")
-    if incident.acknowledged:
-        return _ignored(service, "already_acknowledged")
-    acked = Incident(incident.number, incident.message, incident.policy, incident.level,
-                     acknowledged=True, armed_token=None)
-    return _changed(service, acked, (), "acknowledged")
-
-
-def _on_timeout(
-    service: MonitoredService, token: str | None, now: datetime, ack_timeout: timedelta
-) -> Decision:
-    incident = service.incident
-    if incident is None:
-        return _ignored(service, "no_open_incident")
-    if incident.acknowledged:
-        return _ignored(service, "acknowledged")
-    if incident.armed_token is None or token not in (None, incident.armed_token):
-        return _ignored(service, "stale_token")
-    if incident.level == len(incident.policy.levels):
-        disarmed = Incident(incident.number, incident.message, incident.policy, incident.level,
-                            acknowledged=False, armed_token=None)
-        return _changed(service, disarmed, (), "escalation_exhausted")
-    escalated = _paged(service.service_id, incident.number, incident.message, incident.policy,
-                       incident.level + 1, now + ack_timeout)
-    return _changed(service, escalated, _page(service.service_id, escalated, now, ack_timeout),
-                    "escalated")
-
-
-def _paged(service_id: str, number: int, message: str, policy: EscalationPolicy,  # noqa: PLR0917
-           level: int, deadline: datetime) -> Incident:
-    """The incident once `level` is paged: its timeout armed under a fresh token."""
-    return Incident(number, message, policy, level, acknowledged=False,
-                    armed_token=token_for(service_id, number, level), ack_deadline=deadline)
-
-
-def _page(service_id: str, incident: Incident, now: datetime,
-          ack_timeout: timedelta) -> tuple[Effect, ...]:
-    """Notify every target of the incident's level, then arm its timeout."""
-    level, number, message = incident.level, incident.number, incident.message
-    subject = f"[{service_id}] {message}"
-    text = (f"[{service_id}] level {level} page, incident #{number}: {message}. "
-            "Acknowledge it in the console.")
-    effects: list[Effect] = [
-        Notify(service_id, number, level, target, subject, text)
-        for target in incident.policy.level(level).targets
-    ]
-    assert incident.armed_token is not None and incident.ack_deadline is not None
-    effects.append(ArmAckTimeout(service_id, incident.armed_token, ack_timeout,
-                                 incident.ack_deadline))
-    return tuple(effects)
-
-
-def _changed(
-    service: MonitoredService,
-    incident: Incident | None,
-    effects: tuple[Effect, ...],
-    event: str,
-) -> Decision:
-    new = MonitoredService(service.service_id, incident, service.incidents_opened,
-                           service.version + 1)
-    return Decision(new, effects, event)
-
-
-def _ignored(service: MonitoredService, reason: str) -> Decision:
-    return Decision(service, (), "ignored", reason)
+def _duration(delta: timedelta) -> str:
+    """5m, 90s, 1h30m: how a config wrote it."""
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") \
+        + (f"{seconds}s" if seconds else "")
+    return text or "0s"

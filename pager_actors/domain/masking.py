@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from pager_actors.domain.model import EmailTarget, SmsTarget, Target
+if TYPE_CHECKING:
+    from pager_actors.domain.model import Target
 
 
 def mask_email(address: str) -> str:
@@ -31,8 +33,5 @@ def mask_text(text: str) -> str:
 
 
 def mask_target(target: Target) -> str:
-    match target:
-        case EmailTarget(address):
-            return mask_email(address)
-        case SmsTarget(number):
-            return mask_phone(number)
+    """The target's address or number, masked (computed once, when the target was made)."""
+    return target.masked

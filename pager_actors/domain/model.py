@@ -7,9 +7,13 @@ returning a new one.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from pager_actors.domain.masking import mask_email, mask_phone
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,14 +21,16 @@ class EmailTarget:
     """An on-call person reached by email."""
 
     address: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "@" not in self.address or self.address.strip() != self.address:
             raise ValueError(f"not an email address: {self.address!r}")
+        # Computed once: every page, log line and timeline entry asks for them.
+        object.__setattr__(self, "masked", mask_email(self.address))
+        object.__setattr__(self, "uri", f"mailto:{self.address}")
 
-    @property
-    def uri(self) -> str:
-        return f"mailto:{self.address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +38,16 @@ class SmsTarget:
     """An on-call person reached by SMS."""
 
     number: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         digits = self.number.removeprefix("+")
         if not digits.isdigit() or not 3 <= len(digits) <= 15:
             raise ValueError(f"not a phone number: {self.number!r}")
+        object.__setattr__(self, "masked", mask_phone(self.number))
+        object.__setattr__(self, "uri", f"sms:{self.number}")
 
-    @property
-    def uri(self) -> str:
-        return f"sms:{self.number}"
 
 
 Target = EmailTarget | SmsTarget
@@ -72,25 +79,78 @@ class Level:
         object.__setattr__(self, "targets", unique)
 
 
+SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_service_id(service_id: object) -> str:
+    """`service_id` if it is a valid id (it appears in URLs and timer tokens), else ValueError."""
+    if not isinstance(service_id, str) or not SERVICE_ID.fullmatch(service_id):
+        raise ValueError(f"not a service id (1-128 of A-Z a-z 0-9 . _ : -, starting with a "
+                         f"letter or digit): {service_id!r}")
+    return service_id
+
+
 @dataclass(frozen=True, init=False)
 class EscalationPolicy:
-    """The ordered levels to notify for one monitored service."""
+    """The ordered levels to notify for one monitored service, and how it escalates.
+
+    - `repeat`: after the last level's timeout, start again at level 1, up to
+      this many more rounds, before escalation is exhausted;
+    - `ack_expiry`: an acknowledgement that lasts this long without the
+      incident being resolved expires, and the current level is paged again;
+    - `heartbeat`: once the service sent a first heartbeat, a silence this
+      long fires its `heartbeat` alert.
+    """
 
     service_id: str
     levels: tuple[Level, ...]
+    repeat: int
+    ack_expiry: timedelta | None
+    heartbeat: timedelta | None
 
-    def __init__(self, service_id: str, levels: Iterable[Level]) -> None:
-        if not service_id:
-            raise ValueError("a policy needs a service id")
+    def __init__(self, service_id: str, levels: Iterable[Level], *, repeat: int = 0,
+                 ack_expiry: timedelta | None = None,
+                 heartbeat: timedelta | None = None) -> None:
+        check_service_id(service_id)
         levels = tuple(levels)
         if not levels:
             raise ValueError(f"policy for {service_id!r} has no levels")
+        if repeat < 0:
+            raise ValueError(f"repeat must be 0 or more, got {repeat}")
+        if ack_expiry is not None and ack_expiry <= timedelta(0):
+            raise ValueError(f"ack_expiry must be positive, got {ack_expiry}")
+        if heartbeat is not None and heartbeat < MIN_HEARTBEAT:
+            raise ValueError(f"heartbeat must be at least {MIN_HEARTBEAT}, got {heartbeat}")
         object.__setattr__(self, "service_id", service_id)
         object.__setattr__(self, "levels", levels)
+        object.__setattr__(self, "repeat", repeat)
+        object.__setattr__(self, "ack_expiry", ack_expiry)
+        object.__setattr__(self, "heartbeat", heartbeat)
 
     def level(self, number: int) -> Level:
         """Level `number`, counted from 1."""
         return self.levels[number - 1]
+
+    @property
+    def rounds(self) -> int:
+        """How many times the levels are walked in all: 1 + repeat."""
+        return 1 + self.repeat
+
+
+MIN_HEARTBEAT = timedelta(seconds=10)
+KEY_MAX_CHARS = 200
+DEFAULT_KEY = "default"
+HEARTBEAT_KEY = "heartbeat"
+MAX_WINDOW = timedelta(days=7)
+
+
+def check_key(key: object) -> str:
+    """An alert's dedup key: 1-200 printable characters, else ValueError."""
+    if not isinstance(key, str) or not 1 <= len(key) <= KEY_MAX_CHARS \
+            or not key.isprintable():
+        raise ValueError(f"an alert key is 1-{KEY_MAX_CHARS} printable characters, "
+                         f"got {str(key)[:40]!r}")
+    return key
 
 
 class Health(enum.Enum):
@@ -108,16 +168,40 @@ class ServiceStatus:
     message: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """An open incident: from the first alert to the healthy event.
+class Alert(NamedTuple):
+    """One firing alert of a service, by its dedup key."""
+
+    key: str
+    message: str
+    since: datetime
+
+
+class Window(NamedTuple):
+    """A maintenance window: an alert that fires in [start, end) opens no incident."""
+
+    id: int
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    def covers(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+
+class Incident(NamedTuple):
+    """An open incident: from the first firing alert until the last one is resolved.
 
     `policy` is a snapshot taken when the incident opened, so an escalation
     follows the levels that were in force then. `armed_token` names the only
-    acknowledgement timeout that may still escalate it; None means no timeout
-    can (acknowledged, or the last level's timeout already fired).
-    `ack_deadline` is when that timeout falls due, so a restart can re-arm it
-    with the time that remains.
+    timer of the incident that may still act: its ack timeout while
+    unacknowledged, its ack expiry once acknowledged (None: no timer, as after
+    an ack without expiry or once escalation is exhausted). `ack_deadline` is
+    when that timer falls due, so a restart can arm it again with the time
+    that remains. `page` numbers each paging of a level within the incident
+    (first page, escalations, repeats, expired acks), so every page has its
+    own delivery id; `failed` holds the targets whose page number `page`
+    failed for good. `legacy` marks an incident opened before alerts had keys:
+    a resolve of any key closes it.
     """
 
     number: int
@@ -127,20 +211,45 @@ class Incident:
     acknowledged: bool = False
     armed_token: str | None = None
     ack_deadline: datetime | None = None
+    round: int = 1
+    page: int = 1
+    failed: frozenset[str] = frozenset()
+    opened_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acks: int = 0
+    legacy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class MonitoredService:
+class ArmedTimer(NamedTuple):
+    """A timer a service relies on: when `token` falls due, the service acts on it."""
+
+    service_id: str
+    token: str
+    deadline: datetime
+
+
+class MonitoredService(NamedTuple):
     """The whole state of one monitored service.
 
-    `incidents_opened` numbers incidents, so tokens of an old incident never
-    match a new one. `version` grows with every state change.
+    - `incident`: the open incident, if any;
+    - `alerts`: the firing alerts, oldest first (suppressed ones included);
+    - `windows`: maintenance windows not yet ended;
+    - `heartbeat_token`, `heartbeat_deadline`: the armed heartbeat, if any.
+    `incidents_opened`, `windows_opened` and `heartbeats` number incidents,
+    windows and heartbeat timers, so a token of an old one never matches a
+    new one. `version` grows with every state change.
     """
 
     service_id: str
     incident: Incident | None = None
     incidents_opened: int = 0
     version: int = 0
+    alerts: tuple[Alert, ...] = ()
+    windows: tuple[Window, ...] = ()
+    windows_opened: int = 0
+    heartbeat_token: str | None = None
+    heartbeat_deadline: datetime | None = None
+    heartbeats: int = 0
 
     @property
     def health(self) -> Health:
@@ -152,3 +261,25 @@ class MonitoredService:
             return ServiceStatus(Health.HEALTHY, None, False, None)
         return ServiceStatus(Health.UNHEALTHY, incident.level, incident.acknowledged,
                              incident.message)
+
+    def timers(self) -> list[ArmedTimer]:
+        """Every timer this state relies on, to arm again after a restart."""
+        armed = []
+        incident = self.incident
+        if incident is not None and incident.armed_token and incident.ack_deadline:
+            armed.append(ArmedTimer(self.service_id, incident.armed_token,
+                                    incident.ack_deadline))
+        if self.heartbeat_token and self.heartbeat_deadline:
+            armed.append(ArmedTimer(self.service_id, self.heartbeat_token,
+                                    self.heartbeat_deadline))
+        armed.extend(ArmedTimer(self.service_id, window_token(self.service_id, window.id),
+                                window.end) for window in self.windows)
+        return armed
+
+    def in_maintenance(self, now: datetime) -> bool:
+        return any(window.covers(now) for window in self.windows)
+
+
+def window_token(service_id: str, window: int) -> str:
+    """The token of the timer that ends maintenance window `window`."""
+    return f"{service_id}~window{window}"

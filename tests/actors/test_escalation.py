@@ -52,7 +52,7 @@ def test_second_alert_while_unhealthy_does_nothing(pager, mail, sms, timer):
     pager.alert("checkout", "first").get(timeout=5)
     outcome = pager.alert("checkout", "second").get(timeout=5)
     pager.flush()
-    assert outcome.effects == () and outcome.reason == "already_unhealthy"
+    assert outcome.effects == () and outcome.reason == "duplicate"
     assert len(mail.sent) == 1 and len(sms.sent) == 1 and len(timer.armed) == 1
     assert pager.status("checkout").message == "first"
 
@@ -182,3 +182,13 @@ def test_services_are_independent(pager, sms):
     pager.alert("search", "b").get(timeout=5)
     pager.acknowledge("checkout").get(timeout=5)
     assert pager.status("search").acknowledged is False
+
+
+def test_an_alert_whose_text_cannot_be_stored_is_refused_at_once(pager, mail):
+    """A lone surrogate is a ValueError at the call: nothing is queued, nothing is paged."""
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        pager.alert("checkout", "bad \ud800")
+    with pytest.raises(ValueError, match="must be a string"):
+        pager.alert("checkout", b"bytes")  # type: ignore[arg-type]
+    pager.flush()
+    assert mail.sent == [] and pager.status("checkout").health.value == "healthy"

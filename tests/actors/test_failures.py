@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pykka
 import pytest
-from structlog.testing import capture_logs
 
 from adapters.memory import InMemoryStore, RecordingMailSender, RecordingSmsSender
 from pager_actors import (
@@ -19,6 +18,7 @@ from pager_actors import (
     ServiceStatus,
     SmsTarget,
 )
+from pager_actors.logs import capture_events
 from tests.conftest import ONCALL_MAIL, ONCALL_SMS
 
 
@@ -57,7 +57,7 @@ def test_failing_port_does_not_stop_other_targets(policies, mail, timer):
     policies.put(EscalationPolicy("pay", [Level([first, ONCALL_MAIL, second])]))
     sms = FlakySms(down={first.number})
     pager = Pager.start(policies=policies, mail=mail, sms=sms, timer=timer)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         pager.alert("pay", "down").get(timeout=5)
         pager.flush()
     assert [s.to for s in sms.sent] == [second.number]
@@ -98,7 +98,7 @@ def test_stop_past_its_deadline_logs_the_sends_not_started_and_leaves_them_pendi
         pager.alert("checkout", "a").get(timeout=5)
         pager.alert("search", "b").get(timeout=5)  # the same address: waits behind the hung one
         assert pager.mailbox_depths()["mail"] == 1
-        with capture_logs() as logs:
+        with capture_events() as logs:
             pager.stop(timeout=0.5)
         assert {n.target for n in store.undelivered()} == {ONCALL_MAIL}
         assert len(store.undelivered()) == 2

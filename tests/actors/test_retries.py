@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from structlog.testing import capture_logs
-
 from adapters.memory import ManualTimer, RecordingMailSender, RecordingSmsSender
 from adapters.sqlite import SqliteStore
 from pager_actors import Pager, RetryPolicy
+from pager_actors.logs import capture_events
 from pager_actors.ports import PermanentDeliveryError, TransientDeliveryError
 from tests.conftest import ONCALL_MAIL, ONCALL_SMS
 
@@ -54,7 +53,7 @@ def test_permanent_failure_is_not_retried_and_the_outbox_says_why(policies, tmp_
     sms = ScriptedSms(ONCALL_SMS.number, [PermanentDeliveryError("401 bad credentials")])
     store = SqliteStore(tmp_path / "p.db")
     pager = start(policies, sms, store=store)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         pager.alert("checkout", "down").get(timeout=5)
         pager.flush(timeout=5)
     assert sms.calls == 1

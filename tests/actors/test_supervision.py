@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pykka
 import pytest
-from structlog.testing import capture_logs
 
 from adapters.memory import (
     InMemoryPolicyRepository,
@@ -23,6 +22,7 @@ from pager_actors import (
     ServiceQuarantinedError,
     Supervision,
 )
+from pager_actors.logs import capture_events
 from tests.conftest import two_level_policy
 
 FAST = Supervision(backoff_base=0.001, quarantine_for=60.0)
@@ -59,7 +59,7 @@ def start(repo, supervision=FAST, **kwargs):
 def test_command_that_crashes_twice_is_dead_lettered_and_logged():
     """A poison command is retried once, then dropped with a DeadLetterError and a log line."""
     pager, *_ = start(RepoFailingFor("broken", failures=2))
-    with capture_logs() as logs, pytest.raises(DeadLetterError, match="RaiseAlert"):
+    with capture_events() as logs, pytest.raises(DeadLetterError, match="RaiseAlert"):
         pager.alert("broken", "boom").get(timeout=5)
     [dead] = [e for e in logs if e["event"] == "dead_letter"]
     assert "boom" in dead["command"] and dead["log_level"] == "error"
@@ -70,7 +70,7 @@ def test_command_that_crashes_twice_is_dead_lettered_and_logged():
 def test_repository_failing_for_one_service_quarantines_only_that_service():
     """Past 3 restarts in 60 s the service is quarantined; other services keep paging."""
     pager, _, sms, _ = start(RepoFailingFor("broken", failures=None))
-    with capture_logs() as logs:
+    with capture_events() as logs:
         with pytest.raises(DeadLetterError):  # crashes two actors: restarts 1 and 2
             pager.alert("broken", "a").get(timeout=5)
         with pytest.raises(DeadLetterError):  # restart 3, then a 4th crash: quarantine
@@ -107,7 +107,7 @@ def test_restart_backoff_grows_exponentially():
     delays = []
     rules = Supervision(backoff_base=0.01, max_restarts=3, jitter=lambda: 1.0)
     pager, *_ = start(RepoFailingFor("broken", failures=3), rules)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         with pytest.raises(DeadLetterError):
             pager.alert("broken", "a").get(timeout=5)
         pager.alert("broken", "b").get(timeout=5)

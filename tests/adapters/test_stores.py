@@ -12,10 +12,10 @@ from adapters.sqlite import SCHEMA_VERSION, SqliteStore
 from pager_actors.domain import (
     Acknowledge,
     Command,
-    ExpireAckTimeout,
     MonitoredService,
     RaiseAlert,
     ReportHealthy,
+    TimerFired,
     decide,
 )
 from pager_actors.ports import (
@@ -51,7 +51,7 @@ def test_unknown_service_loads_as_none(store):
 def test_committed_state_loads_back_with_policy_snapshot(store):
     """What was committed loads back equal, incident and policy snapshot included."""
     opened = step(MonitoredService("checkout"), RaiseAlert("p99 > 2s"))
-    escalated = step(opened.state, ExpireAckTimeout(None))
+    escalated = step(opened.state, TimerFired(None))
     store.commit([opened])
     store.commit([escalated])
     assert store.load("checkout") == escalated.state

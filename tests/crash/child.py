@@ -55,7 +55,7 @@ class FileMail:
         self._log = log
 
     def send_mail(self, to: str, subject: str, body: str) -> None:
-        self._log.line("mail", to, body)
+        self._log.line("mail", to, body.partition("\n")[0])  # the headline names the page
 
 
 class FileSms:

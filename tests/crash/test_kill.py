@@ -33,11 +33,13 @@ PAGE = re.compile(r"^\[(?P<service>[^\]]+)\] level (?P<level>\d+) page, incident
 
 
 def key(channel: str, to: str, text: str) -> str:
-    """The delivery id of a page, rebuilt from what a port received."""
+    """The delivery id of a page, rebuilt from what a port received. These runs have one
+    round and no expired ack, so an incident's page number is its level."""
     match = PAGE.match(text)
     assert match, text
     scheme = "mailto" if channel == "mail" else "sms"
-    return f"{match['service']}/{match['n']}/{match['level']}/{scheme}:{to}"
+    level = match["level"]
+    return f"{match['service']}/{match['n']}/r1/l{level}/p{level}/{scheme}:{to}"
 
 
 class Child:
@@ -81,8 +83,9 @@ def read_db(path: Path) -> tuple[dict[str, int], dict[str, str], dict[str, str]]
     """(version by service, armed token by service, status by delivery id), read directly."""
     db = sqlite3.connect(path)
     versions = dict(db.execute("SELECT service_id, version FROM services"))
-    armed = dict(db.execute(
-        "SELECT service_id, armed_token FROM services WHERE armed_token IS NOT NULL"))
+    armed = {service_id: token for service_id, timers in db.execute(
+        "SELECT service_id, timers FROM services WHERE timers IS NOT NULL")
+        for token, _deadline in json.loads(timers)}
     outbox = dict(db.execute("SELECT delivery_id, status FROM outbox"))
     db.close()
     return versions, armed, outbox
@@ -181,6 +184,6 @@ def test_kill_at_a_random_moment_of_a_storm(tmp_path, seed):
 def test_child_output_is_parseable(tmp_path):
     """The keys rebuilt from port calls match the engine's delivery ids."""
     assert key("sms", "+33610000001", "[svc-1] level 2 page, incident #3: x") == \
-        "svc-1/3/2/sms:+33610000001"
+        "svc-1/3/r1/l2/p2/sms:+33610000001"
     assert json.dumps(key("mail", "a@b.c", "[s] level 1 page, incident #1: m")) == \
-        '"s/1/1/mailto:a@b.c"'
+        '"s/1/r1/l1/p1/mailto:a@b.c"'

@@ -55,18 +55,22 @@ from = "+15550000000"
 class Daemon:
     """`python -m pager_actors run --config ...` with its output in a file."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
+                 open_files: int | None = None) -> None:
         self.config, self.log = config, log
+        self.open_files = open_files  # the soft RLIMIT_NOFILE the daemon starts with
         self.port = int(config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
+        command = [sys.executable, "-m", "pager_actors", "run", "--config", str(self.config)]
+        if self.open_files:  # the shell execs the daemon, which keeps its pid
+            command = ["sh", "-c", f'ulimit -Sn {self.open_files} && exec "$@"', "sh", *command]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pager_actors", "run", "--config", str(self.config)],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT, env=self.env)
         wait_for(self._healthy, 30, "the daemon's /healthz")
         return self
 

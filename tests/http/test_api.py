@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,12 +42,21 @@ def alertmanager_payload(*alerts, status="firing"):
 
 @pytest.fixture
 def world(request):
-    token = getattr(request, "param", None)
+    yield from make_world(token=getattr(request, "param", None))
+
+
+@pytest.fixture
+def roomy():
+    """A world whose body limit (1 MiB) lets hostile JSON reach the parser."""
+    yield from make_world(limit=1 << 20)
+
+
+def make_world(token=None, limit=2048):
     mail, sms, timer = RecordingMailSender(), RecordingSmsSender(), ManualTimer()
     pager = Pager.start(policies=InMemoryPolicyRepository(two_level_policy(s) for s in SERVICES),
                         mail=mail, sms=sms, timer=timer, max_in_flight=0)
     config = Config(source=Path("test.toml"),
-                    server=ServerConfig(token=token, max_body_bytes=2048),
+                    server=ServerConfig(token=token, max_body_bytes=limit),
                     alertmanager=AlertmanagerConfig(service_label="service"),
                     services=tuple(two_level_policy(s) for s in SERVICES))
     app = create_app(pager, config, Metrics(pager, lambda: (0.0, 0.0)))
@@ -61,8 +71,12 @@ def test_alert_is_accepted_with_202_once_committed(world):
     response = client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "p99"})
     assert response.status_code == 202
     assert response.json()["event"] == "incident_opened"
-    assert response.json()["status"] == {"service_id": "checkout", "health": "unhealthy",
-                                          "level": 1, "acknowledged": False, "message": "p99"}
+    status = response.json()["status"]
+    assert {k: status[k] for k in ("service_id", "health", "level", "acknowledged",
+                                   "message", "incident")} == {
+        "service_id": "checkout", "health": "unhealthy", "level": 1, "acknowledged": False,
+        "message": "p99", "incident": 1}
+    assert [a["key"] for a in status["alerts"]] == ["default"]
     pager.flush()
     assert len(mail.sent) == 1 and len(sms.sent) == 1
 
@@ -83,8 +97,11 @@ def test_status_and_list(world):
     client.post("/api/v1/alerts", json={"service_id": "search", "message": "slow"})
     one = client.get("/api/v1/services/search")
     assert one.status_code == 200
-    assert one.json() == {"service_id": "search", "health": "unhealthy", "level": 1,
-                          "acknowledged": False, "message": "slow"}
+    shown = one.json()
+    assert {k: shown[k] for k in ("service_id", "health", "level", "acknowledged",
+                                  "message", "incident", "maintenance")} == {
+        "service_id": "search", "health": "unhealthy", "level": 1, "acknowledged": False,
+        "message": "slow", "incident": 1, "maintenance": []}
     listed = client.get("/api/v1/services").json()["services"]
     assert [s["service_id"] for s in listed] == list(SERVICES)
     assert listed[0]["health"] == "healthy"
@@ -198,6 +215,7 @@ def test_metrics_move(world):
                  'pager_notifications_sent_total{channel="sms"} 2.0',
                  'pager_notifications_sent_total{channel="mail"} 1.0',
                  "pager_escalations_total 1.0", "pager_open_incidents 1.0",
+                 "pager_incidents_opened_total 1.0",
                  'pager_mailbox_depth{actor="registry"} 0.0'):
         assert line in text, line
 
@@ -234,3 +252,112 @@ def test_lone_surrogate_in_a_message_is_400(world):
                            headers={"content-type": "application/json"})
     assert response.status_code == 400 and "Unicode" in response.json()["error"]
     assert pager.status("checkout").health.value == "healthy"
+
+
+def test_an_unexpected_error_outside_the_api_routes_is_a_json_500():
+    """An exception Starlette would answer in plain text (here: /metrics) is JSON too."""
+    pager = Pager.start(policies=InMemoryPolicyRepository([two_level_policy("checkout")]),
+                        mail=RecordingMailSender(), sms=RecordingSmsSender(),
+                        timer=ManualTimer(), max_in_flight=0)
+
+    def broken_timer_lag() -> tuple[float, float]:
+        raise RuntimeError("timer gone")
+
+    config = Config(source=Path("test.toml"), services=(two_level_policy("checkout"),))
+    app = create_app(pager, config, Metrics(pager, broken_timer_lag))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get("/metrics")
+        assert response.status_code == 500
+        assert "timer gone" in response.json()["error"]
+    finally:
+        pager.stop()
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"service_id": "checkout", "message": "x", "n": ' + b"9" * 5001 + b"}", "digits"),
+    (b"\xff\xfe{}", "malformed JSON"),
+])
+def test_hostile_json_is_400_never_500(roomy, body, reason):
+    """Deep nesting, huge numbers and bad encodings are client errors, and change nothing."""
+    client, pager, *_ = roomy
+    response = client.post("/api/v1/alerts", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["error"]
+    assert pager.status("checkout").health.value == "healthy"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"service_id": "checkout", "message": "x", "extra": {"deep": ["\\udc00"]}}',
+    b'{"service_id": "checkout", "message": "x", "\\ud83d": 1}',
+    b'{"service_id": "check\\ud800out", "message": "x"}',
+])
+def test_lone_surrogate_anywhere_in_an_alert_body_is_400(world, raw):
+    """Every string of the body, keys included, must be storable text."""
+    client, pager, *_ = world
+    response = client.post("/api/v1/alerts", content=raw,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Unicode" in response.json()["error"]
+    assert pager.stats()["known_services"] == 0
+
+
+@pytest.mark.parametrize("where", ["service", "alertname", "summary"])
+def test_alertmanager_alert_with_a_lone_surrogate_is_refused_alone(world, where):
+    """The bad alert gets 400 in its result; the good one beside it is still taken."""
+    client, pager, *_ = world
+    bad = {"service": "search", "summary": "slow"}
+    bad[where] = "bad \ud800"
+    payload = alertmanager_payload(("firing", {"service": "checkout"}, "down"),
+                                   ("firing", {k: v for k, v in bad.items() if k != "summary"},
+                                    bad["summary"]))
+    raw = json.dumps(payload).encode()  # ensure_ascii: the surrogate travels as \\ud800
+    response = client.post("/api/v1/alertmanager", content=raw,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    good, refused = response.json()["results"]
+    assert good["accepted"] is True
+    assert refused["accepted"] is False and refused["code"] == 400
+    assert "Unicode" in refused["error"]
+    assert pager.status("search").health.value == "healthy"
+    only_bad = alertmanager_payload(("firing", {k: v for k, v in bad.items() if k != "summary"},
+                                     bad["summary"]))
+    response = client.post("/api/v1/alertmanager", content=json.dumps(only_bad).encode(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("world", ["s3cret"], indirect=True)
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_accepted_in_any_case(world, scheme):
+    """RFC 7235: the auth scheme is case-insensitive."""
+    client, *_ = world
+    response = client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "x"},
+                           headers={"Authorization": f"{scheme} s3cret"})
+    assert response.status_code == 202
+
+
+def test_an_unexpected_error_is_a_500_without_its_details(world, monkeypatch):
+    """A bug answers a generic 500; what it said stays in the log, not in the body."""
+    client, pager, *_ = world
+    monkeypatch.setattr(pager, "state", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("secret detail of another service")))
+    response = client.get("/api/v1/services/checkout")
+    assert response.status_code == 500
+    assert "secret detail" not in response.text
+
+
+def test_readyz_says_why_the_pager_is_not_ready(world, monkeypatch):
+    """/readyz: 200 while commits work; 503 with the reason while the store refuses them."""
+    client, pager, *_ = world
+    assert client.get("/readyz").json() == {"status": "ready"}
+    monkeypatch.setattr(pager, "store_problem", lambda: "pager.db: commit failed: disk full")
+    unready = client.get("/readyz")
+    assert unready.status_code == 503
+    assert unready.json() == {"status": "unready",
+                              "reason": "pager.db: commit failed: disk full"}
+    assert client.get("/healthz").status_code == 200  # liveness is another matter
+    monkeypatch.undo()
+    pager.stop()
+    assert client.get("/readyz").json()["reason"] == "the pager is stopping"

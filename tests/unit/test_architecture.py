@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSITION_ROOTS = {"pager_actors/__main__.py", "pager_actors/bootstrap.py",
-                     "pager_actors/cli.py", "pager_actors/daemon/run.py"}
+COMPOSITION_ROOTS = {"pager_actors/__main__.py", "pager_actors/cli.py",
+                     "pager_actors/daemon/run.py"}
 # Pager.start falls back to the in-memory store when given none (issue #3's contract).
 DEFAULT_ADAPTERS = {("pager_actors/_pager.py", "adapters.memory")}
 
@@ -52,12 +52,12 @@ def test_domain_imports_only_stdlib_and_itself():
 
 
 def test_adapters_never_import_the_actor_runtime():
-    """Adapters see only the domain, the ports and the scheduler, never actors or pykka."""
+    """Adapters see only the domain, the ports, the scheduler and the loggers, never actors."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
-                                           "pager_actors.scheduler")))
+                                           "pager_actors.scheduler", "pager_actors.logs")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -177,6 +178,112 @@ def test_a_file_that_is_not_a_ca_certificate_is_refused(tmp_path):
     assert "[mail] ca_file: not a usable CA certificate file" in problem
 
 
+def test_request_timeout_defaults_to_at_most_10_s_and_can_be_set(tmp_path):
+    """Half-sent requests are closed within 15 s by default; [server] request_timeout moves it."""
+    assert timedelta(0) < load_config(write(tmp_path, GOOD), {}).server.request_timeout \
+        <= timedelta(seconds=10)
+    tuned = GOOD.replace('token = "from-file"', 'token = "from-file"\nrequest_timeout = "3s"')
+    assert load_config(write(tmp_path, tuned), {}).server.request_timeout == timedelta(seconds=3)
+
+
+@pytest.mark.parametrize("bad", ['"0s"', '"soon"', "10"])
+def test_a_request_timeout_that_is_not_a_positive_duration_is_refused(tmp_path, bad):
+    """Zero would close every connection at once; a bare number has no unit."""
+    found = problems(tmp_path, GOOD.replace('token = "from-file"',
+                                            f'token = "from-file"\nrequest_timeout = {bad}'))
+    assert len(found) == 1 and "[server] request_timeout" in found[0]
+
+
+@pytest.mark.parametrize("token", ["has space", "tab\there", "naïve", "line\nbreak"])
+def test_a_token_must_be_printable_ascii_without_spaces_from_file_or_environment(tmp_path,
+                                                                                 token):
+    """A token HTTP cannot carry is refused wherever it comes from, and never printed."""
+    escaped = token.replace("\t", "\\t").replace("\n", "\\n")
+    [from_file] = problems(tmp_path, GOOD.replace('token = "from-file"', f'token = "{escaped}"'))
+    [from_env] = problems(tmp_path, GOOD, {"PAGER_SERVER_TOKEN": token})
+    for problem in (from_file, from_env):
+        assert "[server] token: must be printable ASCII without spaces" in problem
+        assert token not in problem
+
+
+@pytest.mark.parametrize("key,value", [
+    ("token", "12345"), ("password", "12345"), ("auth_token", "12345"), ("username", "12345"),
+    ("account_sid", "12345"),
+])
+def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path, key, value):
+    """No problem line ever carries a secret's value, even a mistyped one."""
+    text = re.sub(rf'^{key} = ".*"$', f"{key} = {value}", GOOD, flags=re.MULTILINE)
+    [problem] = problems(tmp_path, text)
+    assert f"{key}: expected a string" in problem and value not in problem
+
+
+def test_check_config_prints_no_secret(tmp_path, capsys):
+    """A good config's summary and a bad one's problems name keys, never secret values."""
+    path = write(tmp_path, GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "x"'))
+    assert main(["check-config", str(path)]) == 2
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    out = capsys.readouterr()
+    for secret in ("from-file", '"pw"', "tok\n", "AC1"):
+        assert secret not in out.out + out.err
+
+
+@pytest.mark.parametrize("service_id", ["a/b", "-leading", "with space", "x" * 129, "", "é"])
+def test_a_service_id_outside_the_allowed_characters_is_refused(tmp_path, service_id):
+    """An id that cannot travel in a URL path segment (a/b) could never be acknowledged."""
+    [problem] = problems(tmp_path, GOOD.replace('id = "checkout"', f'id = "{service_id}"'))
+    assert "[[services]] #1 id: not a service id" in problem
+
+
+def test_sms_from_and_max_message_chars(tmp_path):
+    """PAGER_SMS_FROM sets [sms] from; max_message_chars is checked between 20 and 1000."""
+    config = load_config(write(tmp_path, GOOD.replace('from = "+15550000000"\n', "")),
+                         {"PAGER_SMS_FROM": "+15551112222"})
+    assert config.sms.from_number == "+15551112222" and config.sms.max_message_chars == 300
+    [problem] = problems(tmp_path, GOOD.replace("[sms]", "[sms]\nmax_message_chars = 5"))
+    assert "[sms] max_message_chars: must be between 20 and 1000" in problem
+
+
+def test_version(capsys):
+    """pager-actors --version names the installed version."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"pager-actors \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_service_options_repeat_ack_expiry_and_heartbeat(tmp_path):
+    """Per service: repeat, heartbeat, and ack_expiry overriding [pager] ack_expiry."""
+    text = GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "15m"\nack_expiry = "2h"\n'
+                        'keep_timeline = "30d"') + """
+[[services]]
+id = "cron"
+levels = [["sms:+33600000009"]]
+repeat = 2
+ack_expiry = "off"
+heartbeat = "5m"
+"""
+    config = load_config(write(tmp_path, text))
+    checkout, cron = config.services
+    assert (checkout.repeat, checkout.ack_expiry, checkout.heartbeat) == (
+        0, timedelta(hours=2), None)
+    assert (cron.repeat, cron.ack_expiry, cron.heartbeat) == (2, None, timedelta(minutes=5))
+    assert config.pager.keep_timeline == timedelta(days=30)
+
+
+@pytest.mark.parametrize("option,message", [
+    ("repeat = -1", "repeat: must be 0 or more"),
+    ('repeat = "2"', "repeat: expected a whole number"),
+    ('heartbeat = "5s"', "heartbeat: must be at least 10s"),
+    ('heartbeat = "often"', "heartbeat: not a duration"),
+    ('ack_expiry = "0s"', "ack_expiry: must be longer than zero"),
+])
+def test_bad_service_options_are_refused(tmp_path, option, message):
+    """check-config names the service and the option."""
+    text = GOOD.replace('  ["sms:+33600000002"],\n]', '  ["sms:+33600000002"],\n]\n' + option)
+    [problem] = problems(tmp_path, text)
+    assert "(id 'checkout')" in problem and message in problem
+
+
 def test_max_concurrency_defaults_to_8_and_is_read_per_channel(tmp_path):
     """[mail] and [sms] max_concurrency: 8 unless given, each channel its own."""
     assert (load_config(write(tmp_path, GOOD), {}).mail.max_concurrency,
@@ -188,7 +295,8 @@ def test_max_concurrency_defaults_to_8_and_is_read_per_channel(tmp_path):
 
 
 @pytest.mark.parametrize("value,message", [
-    ("0", "must be at least 1"), ("257", "must be at most 256"), ('"8"', "expected an integer"),
+    ("0", "must be between 1 and 256"), ("257", "must be between 1 and 256"),
+    ('"8"', "expected an integer"),
     ("true", "expected an integer"), ("2.5", "expected an integer"),
 ])
 def test_max_concurrency_out_of_range_is_refused(tmp_path, value, message):

@@ -8,20 +8,21 @@ import pytest
 
 from pager_actors.domain import (
     Acknowledge,
-    ArmAckTimeout,
+    ArmTimer,
     Command,
     Decision,
     EmailTarget,
     EscalationPolicy,
-    ExpireAckTimeout,
     Health,
     Level,
     MonitoredService,
     Notify,
     RaiseAlert,
+    Record,
     ReportHealthy,
     ServiceStatus,
     SmsTarget,
+    TimerFired,
     UnknownServiceError,
     decide,
     parse_target,
@@ -52,8 +53,12 @@ def notified(decision: Decision) -> list[object]:
     return [e.target for e in decision.effects if isinstance(e, Notify)]
 
 
-def armed(decision: Decision) -> list[ArmAckTimeout]:
-    return [e for e in decision.effects if isinstance(e, ArmAckTimeout)]
+def armed(decision: Decision) -> list[ArmTimer]:
+    return [e for e in decision.effects if isinstance(e, ArmTimer)]
+
+
+def recorded(decision: Decision) -> list[str]:
+    return [e.entry.event for e in decision.effects if isinstance(e, Record)]
 
 
 def test_alert_on_healthy_service_notifies_level_one_and_arms_timeout():
@@ -70,7 +75,7 @@ def test_alert_on_healthy_service_notifies_level_one_and_arms_timeout():
 
 def test_timeout_without_ack_notifies_next_level_and_rearms():
     """Rule 2: an unacknowledged timeout pages the next level, and the last level is armed too."""
-    opened, escalated = run(RaiseAlert("down"), ExpireAckTimeout(None))
+    opened, escalated = run(RaiseAlert("down"), TimerFired(None))
     assert escalated.event == "escalated"
     assert notified(escalated) == [SmsTarget("+33600000002")]
     [arm] = armed(escalated)
@@ -81,54 +86,56 @@ def test_timeout_without_ack_notifies_next_level_and_rearms():
 def test_timeout_after_ack_notifies_nobody():
     """Rule 3: once acknowledged, a later timeout notifies nobody and arms nothing."""
     _first, ack, timeout = run(
-        RaiseAlert("down"), Acknowledge(), ExpireAckTimeout(None)
+        RaiseAlert("down"), Acknowledge(), TimerFired(None)
     )
     assert ack.event == "acknowledged"
     assert ack.service.status().acknowledged is True
-    assert timeout.effects == ()
+    assert timeout.effects == () and timeout.reason == "acknowledged"
     assert timeout.service.status().level == 1
 
 
 def test_timeout_with_original_token_after_ack_notifies_nobody():
     """Rule 3: the token armed before the ack no longer escalates."""
     token = armed(run(RaiseAlert("down"))[0])[0].token
-    *_, late = run(RaiseAlert("down"), Acknowledge(), ExpireAckTimeout(token))
+    *_, late = run(RaiseAlert("down"), Acknowledge(), TimerFired(token))
     assert late.effects == () and late.event == "ignored"
 
 
 def test_alert_on_unhealthy_service_does_nothing_and_keeps_first_message():
-    """Rule 4: a second alert notifies nobody, arms nothing, keeps the first message."""
+    """Rule 4: a second alert of the same key notifies nobody, arms nothing, keeps the first
+    message."""
     _, second = run(RaiseAlert("first"), RaiseAlert("second"))
     assert second.effects == ()
-    assert second.reason == "already_unhealthy"
+    assert second.reason == "duplicate"
     assert second.service.status().message == "first"
 
 
 def test_healthy_event_closes_incident_and_later_timeout_does_nothing():
     """Rule 5: healthy at once; a timeout afterwards notifies nobody."""
     first, healthy, timeout = run(
-        RaiseAlert("down"), ReportHealthy(), ExpireAckTimeout(None)
+        RaiseAlert("down"), ReportHealthy(), TimerFired(None)
     )
     assert healthy.service.status() == ServiceStatus(Health.HEALTHY, None, False, None)
     assert timeout.effects == ()
-    [*_, late] = run(RaiseAlert("down"), ReportHealthy(), ExpireAckTimeout(armed(first)[0].token))
+    [*_, late] = run(RaiseAlert("down"), ReportHealthy(), TimerFired(armed(first)[0].token))
     assert late.effects == ()
 
 
 def test_timeout_after_last_level_does_nothing():
     """After the last level was paged, its timeout changes nothing visible and pages nobody."""
     *_, last, after = run(
-        RaiseAlert("down"), ExpireAckTimeout(None), ExpireAckTimeout(None), ExpireAckTimeout(None)
+        RaiseAlert("down"), TimerFired(None), TimerFired(None), TimerFired(None)
     )
     assert last.event == "escalation_exhausted"
-    assert last.effects == () and after.effects == ()
+    assert recorded(last) == ["exhausted"] and after.effects == ()
+    assert [e for e in last.effects if not isinstance(e, Record)] == []
     assert after.service.status().level == 2
 
 
 def test_new_alert_after_healthy_opens_new_incident_at_level_one():
     """A new incident starts at level 1 with the acknowledgement cleared."""
     *_, reopened = run(
-        RaiseAlert("a"), ExpireAckTimeout(None), Acknowledge(), ReportHealthy(), RaiseAlert("b")
+        RaiseAlert("a"), TimerFired(None), Acknowledge(), ReportHealthy(), RaiseAlert("b")
     )
     assert reopened.event == "incident_opened"
     assert reopened.service.status() == ServiceStatus(Health.UNHEALTHY, 1, False, "b")
@@ -138,7 +145,7 @@ def test_new_alert_after_healthy_opens_new_incident_at_level_one():
 def test_stale_token_from_previous_incident_does_nothing():
     """A token armed for an earlier incident never escalates the new one."""
     old_token = armed(run(RaiseAlert("a"))[0])[0].token
-    *_, late = run(RaiseAlert("a"), ReportHealthy(), RaiseAlert("b"), ExpireAckTimeout(old_token))
+    *_, late = run(RaiseAlert("a"), ReportHealthy(), RaiseAlert("b"), TimerFired(old_token))
     assert late.reason == "stale_token" and late.effects == ()
 
 
@@ -146,7 +153,7 @@ def test_duplicate_token_escalates_once():
     """Delivering the same timeout token twice escalates only once."""
     first = run(RaiseAlert("a"))[0]
     token = armed(first)[0].token
-    _, once, twice = run(RaiseAlert("a"), ExpireAckTimeout(token), ExpireAckTimeout(token))
+    _, once, twice = run(RaiseAlert("a"), TimerFired(token), TimerFired(token))
     assert once.event == "escalated"
     assert twice.reason == "stale_token" and twice.effects == ()
 
@@ -173,24 +180,25 @@ def test_target_listed_twice_is_notified_once():
 
 
 def test_notification_text_names_service_and_message():
-    """Every subject and text carries the service id and the alert message."""
+    """Every mail subject and every text carries the service id and the alert message."""
     [d] = run(RaiseAlert("disk full on db-3"))
     for effect in d.effects:
         if isinstance(effect, Notify):
-            assert "checkout" in effect.subject and "disk full on db-3" in effect.subject
+            if isinstance(effect.target, EmailTarget):
+                assert "checkout" in effect.subject and "disk full on db-3" in effect.subject
             assert "checkout" in effect.text and "disk full on db-3" in effect.text
 
 
 def test_notify_keys_are_unique_per_incident_level_and_target():
     """Delivery keys differ across targets, levels and incidents."""
-    decisions = run(RaiseAlert("a"), ExpireAckTimeout(None), ReportHealthy(), RaiseAlert("b"))
+    decisions = run(RaiseAlert("a"), TimerFired(None), ReportHealthy(), RaiseAlert("b"))
     keys = [e.key for d in decisions for e in d.effects if isinstance(e, Notify)]
     assert len(keys) == len(set(keys)) == 5
 
 
 def test_unknown_service_raises_and_returns_no_state():
     """Without a policy every command fails with UnknownServiceError."""
-    for command in (RaiseAlert("a"), Acknowledge(), ReportHealthy(), ExpireAckTimeout(None)):
+    for command in (RaiseAlert("a"), Acknowledge(), ReportHealthy(), TimerFired(None)):
         with pytest.raises(UnknownServiceError, match="checkout"):
             decide(MonitoredService("checkout"), command, None, now=NOW, ack_timeout=TIMEOUT)
 
@@ -200,7 +208,7 @@ def test_escalation_follows_policy_snapshot_taken_when_incident_opened():
     service = decide(MonitoredService("checkout"), RaiseAlert("a"), POLICY,
                      now=NOW, ack_timeout=TIMEOUT).service
     shorter = EscalationPolicy("checkout", [Level([EmailTarget("x@example.com")])])
-    d = decide(service, ExpireAckTimeout(None), shorter, now=NOW, ack_timeout=TIMEOUT)
+    d = decide(service, TimerFired(None), shorter, now=NOW, ack_timeout=TIMEOUT)
     assert notified(d) == [SmsTarget("+33600000002")]
 
 
