@@ -86,6 +86,9 @@ def listen_socket(server: ServerConfig) -> socket.socket:
                   else error.strerror or str(error))
         raise StartupRefused(f"cannot listen on {server.host}:{server.port}: {reason}"
                              ) from error
+    # asyncio sets TCP_NODELAY only on sockets created with IPPROTO_TCP; create_server's
+    # protocol 0 would leave every small answer waiting on Nagle and delayed ACKs (40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.set_inheritable(True)
     return sock
 

@@ -164,3 +164,15 @@ def test_a_missing_state_directory_is_named(tmp_path, gateways):
     assert refused.returncode == 2
     [line] = refused.stderr.splitlines()
     assert "directory" in line and "does not exist" in line
+
+
+def test_the_listening_socket_answers_without_nagle_delays():
+    """Accepted connections have TCP_NODELAY: small answers are not held 40 ms for an ACK."""
+    from pager_actors.daemon.config import ServerConfig  # noqa: PLC0415
+    from pager_actors.daemon.run import listen_socket  # noqa: PLC0415
+
+    with listen_socket(ServerConfig(host="127.0.0.1", port=new_port())) as listener, \
+            socket.create_connection(listener.getsockname(), timeout=5):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
