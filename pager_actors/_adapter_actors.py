@@ -111,6 +111,7 @@ class Wiring:
     on_exit: Callable[[ServiceInbox, list[Job], bool], None]  # (inbox, unfinished, crashed)
     retry_later: Callable[[float, Retry], bool]
     retry: RetryPolicy
+    page_failed: Callable[[Notify], object] | None = None  # tells the service, to escalate
 
 
 class _PortActor(pykka.ThreadingActor):
@@ -133,6 +134,7 @@ class _PortActor(pykka.ThreadingActor):
         self._on_exit = wiring.on_exit
         self._retry_later = wiring.retry_later
         self._retry = wiring.retry
+        self._page_failed = wiring.page_failed
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
@@ -182,6 +184,8 @@ class _PortActor(pykka.ThreadingActor):
             self._settle(DeliveryResult(effect.key, error))  # ends the work once recorded
         else:
             self._work.end()
+        if error is not None and self._page_failed is not None and isinstance(effect, Notify):
+            self._page_failed(effect)  # a level whose every page failed escalates at once
 
     def _call(self, effect: Any) -> None:
         raise NotImplementedError
@@ -313,10 +317,13 @@ class Dispatcher:
         self._concurrency = {"mail": 1, "sms": 1, "timer": 1, **(concurrency or {})}
         self._channels: dict[str, _Channel] = {}
         self._settle: Settle | None = None
+        self._page_failed: Callable[[Notify], object] | None = None
 
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
-              settle: Settle | None) -> None:
+              settle: Settle | None,
+              page_failed: Callable[[Notify], object] | None = None) -> None:
         self._settle = settle
+        self._page_failed = page_failed
         for channel in (_Channel("mail", MailActor, mail, self._schedule_check),
                         _Channel("sms", SmsActor, sms, self._schedule_check),
                         _Channel("timer", TimerActor, timer, self._schedule_check)):
@@ -333,7 +340,7 @@ class Dispatcher:
 
         ref = channel.actor.start(channel.port, Wiring(
             self._work, channel.lanes, counts, self._settle, on_exit, self._retry_later,
-            self._retry))
+            self._retry, self._page_failed))
         inbox: ServiceInbox = ref.actor_inbox  # type: ignore[assignment]
         channel.refs[inbox] = ref
         first = channel.lanes.join(inbox)

@@ -166,7 +166,8 @@ class Pager:
             committer = GroupCommitter(writer)
         else:
             committer = InlineCommitter(store, dispatcher, work)
-        dispatcher.start(mail, sms, timer, committer.settle)
+        page_failed = LateCallback()  # the pager, once it exists
+        dispatcher.start(mail, sms, timer, committer.settle, page_failed)
         cells: dict[str, ServiceCell] = {}
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
@@ -179,6 +180,7 @@ class Pager:
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
                     overload_timeout=overload_timeout, committer=committer, health=health)
+        page_failed.target = pager.page_failed
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
         pager._recover(clock())

@@ -72,7 +72,7 @@ def test_bad_keys_and_statuses_are_400(api, body, reason):
 
 def test_alertmanager_resolves_only_the_fingerprint_that_resolved(api):
     """The bug of the issue: a firing HighLatency, a resolved DiskFull that never fired."""
-    client, _pager, timer = api
+    client, pager, timer = api
     firing = alertmanager_payload(("firing", {"service": "checkout", "alertname": "HighLatency"},
                                    "p99 above 2s"))
     assert client.post("/api/v1/alertmanager", json=firing).status_code == 202
@@ -80,6 +80,7 @@ def test_alertmanager_resolves_only_the_fingerprint_that_resolved(api):
                                   "disk"), status="resolved")
     [result] = client.post("/api/v1/alertmanager", json=stray).json()["results"]
     assert result["event"] == "ignored"
+    pager.flush()
     [escalated] = [f.get(timeout=5) for f in timer.advance(timedelta(minutes=15))]
     assert escalated.event == "escalated"
     resolved = dict(firing, status="resolved")
@@ -122,8 +123,9 @@ def test_bad_windows_are_400(api, body, reason):
 
 def test_heartbeats_over_http(api):
     """202 arms the countdown; silence fires the heartbeat key; no heartbeat configured: 400."""
-    client, _pager, timer = api
+    client, pager, timer = api
     assert client.post("/api/v1/services/cron/heartbeat").status_code == 202
+    pager.flush()  # the 202 means committed; the timer is armed just after
     [missed] = [f.get(timeout=5) for f in timer.advance(timedelta(minutes=5))]
     assert missed.event == "incident_opened"
     assert client.get("/api/v1/services/cron").json()["alerts"][0]["message"] == \
