@@ -16,6 +16,7 @@ and stops its actors, then the timer and the store close. Exit code 0.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import signal
 import socket
@@ -107,8 +108,9 @@ def run(config: Config) -> int:
         raise
     timer = ThreadedTimer()
     policies = InMemoryPolicyRepository(config.services)
+    mail, sms = mail_sender(config), sms_sender(config)
     pager = Pager.start(
-        policies=policies, mail=mail_sender(config), sms=sms_sender(config), timer=timer,
+        policies=policies, mail=mail, sms=sms, timer=timer,
         ack_timeout=config.pager.ack_timeout, store=store,
         passivate_after=config.pager.passivate_after,
         max_live_services=config.pager.max_live_services,
@@ -140,6 +142,11 @@ def run(config: Config) -> int:
         log.info("daemon_stopping")
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         pager.stop(timeout=5)
+        for sender in (mail, sms):  # QUIT pooled SMTP connections, close HTTP ones
+            close = getattr(sender, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # a send hung past the stop may race it
+                    close()
         timer.close()
         store.close()
         sock.close()
