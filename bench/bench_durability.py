@@ -137,7 +137,7 @@ def storm(total: int, alerting: int, callers: int, max_live: int) -> dict[str, f
         "storm_threads_peak": peak[0],
         "storm_rss_before_mib": round(base_rss, 1),
         "storm_rss_after_mib": round(rss_mib(), 1),
-        "storm_incidents_opened": pager.stats().get("incident_opened", 0),
+        "storm_incidents_opened": pager.stats().get("opened", 0),
     }
     pager.stop()
     return figures
