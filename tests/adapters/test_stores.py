@@ -20,7 +20,6 @@ from pager_actors.domain import (
 )
 from pager_actors.ports import (
     DeliveryResult,
-    StoreCorruptError,
     StoreError,
     Transition,
     VersionConflictError,
@@ -115,37 +114,7 @@ def test_sqlite_state_survives_reopening(tmp_path):
     second.close()
 
 
-def test_corrupt_file_is_refused_and_left_untouched(tmp_path):
-    """Garbage in place of the database gets a clear error and is not overwritten."""
-    path = tmp_path / "corrupt.db"
-    garbage = b"this is not sqlite " * 500
-    path.write_bytes(garbage)
-    with pytest.raises(StoreCorruptError, match="not a readable pager store"):
-        SqliteStore(path)
-    assert path.read_bytes() == garbage
-
-
-def test_foreign_database_is_refused(tmp_path):
-    """A SQLite file with someone else's tables is not adopted."""
-    path = tmp_path / "other.db"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE invoices (id INTEGER)")
-    db.commit()
-    db.close()
-    with pytest.raises(StoreCorruptError, match="no pager schema version"):
-        SqliteStore(path)
-
-
-def test_newer_schema_is_refused(tmp_path):
-    """A file from a newer version of the program is not downgraded."""
-    path = tmp_path / "future.db"
-    SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.commit()
-    db.close()
-    with pytest.raises(StoreError, match="newer"):
-        SqliteStore(path)
+# Corrupt, foreign and newer files: tests/adapters/test_sqlite_files.py, byte for byte.
 
 
 def test_unreadable_path_is_a_clear_error(tmp_path):
