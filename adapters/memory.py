@@ -179,7 +179,7 @@ class InMemoryStore:
             if result.error is not None:
                 self.failed[result.delivery_id] = result.error
 
-    def armed_timeouts(self) -> list[ArmedTimer]:
+    def armed_timers(self) -> list[ArmedTimer]:
         with self._lock:
             return [timer for state in self._states.values() for timer in state.timers()]
 
@@ -203,9 +203,14 @@ class InMemoryStore:
             return [summary for summary in found if summary is not None]
 
     def prune_timeline(self, before: datetime) -> int:
+        """Old entries go, except those of incidents still open."""
         removed = 0
         with self._lock:
+            open_now = {(s.service_id, s.incident.number) for s in self._states.values()
+                        if s.incident is not None}
             for key, entries in list(self._timelines.items()):
+                if key in open_now:
+                    continue
                 kept = [entry for entry in entries if entry.at >= before]
                 removed += len(entries) - len(kept)
                 if kept:

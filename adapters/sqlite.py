@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 from adapters import state_json
 from adapters.statelock import StateLock
 from pager_actors.domain import (
+    DEFAULT_KEY,
     ArmedTimer,
     IncidentSummary,
     MonitoredService,
@@ -137,6 +138,10 @@ def _migrate_v3(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO services_v3 VALUES (?, ?, ?, ?, ?, ?)",
                    (service_id, version, state_json.encode(state), _timers(state),
                     int(state.incident is not None), updated))
+        if (legacy := state.incident) is not None:  # its timeline starts here, for the API
+            db.execute(_INSERT_ENTRY, _entry_row(service_id, TimelineEntry(
+                datetime.fromtimestamp(updated, UTC), "opened", legacy.number, legacy.level,
+                legacy.round, key=DEFAULT_KEY, message=legacy.message)))
     db.execute("DROP TABLE services")
     db.execute("ALTER TABLE services_v3 RENAME TO services")
 
@@ -340,19 +345,22 @@ class SqliteStore:
     def _settle(self, db: sqlite3.Connection, deliveries: Sequence[DeliveryResult],
                 now: float) -> None:
         """Mark the rows, and append each page's outcome to its incident's timeline."""
+        errors = {r.delivery_id: _text(r.error) for r in deliveries}
         db.executemany(
             "UPDATE outbox SET status = ?, settled_at = ?, last_error = ? WHERE delivery_id = ?",
-            [("delivered" if r.error is None else "failed", now, r.error, r.delivery_id)
-             for r in deliveries])
-        errors = {r.delivery_id: r.error for r in deliveries}
-        marks = ",".join("?" * len(errors))
-        rows = db.execute(f"SELECT delivery_id, service_id, incident, level, round, target "
-                          f"FROM outbox WHERE delivery_id IN ({marks})", list(errors)).fetchall()
+            [("delivered" if error is None else "failed", now, error, key)
+             for key, error in errors.items()])
         at = datetime.fromtimestamp(now, UTC)
-        db.executemany(_INSERT_ENTRY, [
-            _entry_row(sid, Notify(sid, incident, level, parse_target(target), "", "", key,
-                                   round_).outcome(at, errors[key]))
-            for key, sid, incident, level, round_, target in rows])
+        keys = list(errors)
+        for start in range(0, len(keys), _IN_CHUNK):  # SQLite bounds a statement's variables
+            chunk = keys[start:start + _IN_CHUNK]
+            rows = db.execute(
+                f"SELECT delivery_id, service_id, incident, level, round, target FROM outbox "
+                f"WHERE delivery_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            db.executemany(_INSERT_ENTRY, [
+                _entry_row(sid, Notify(sid, incident, level, parse_target(target), "", "", key,
+                                       round_).outcome(at, errors[key]))
+                for key, sid, incident, level, round_, target in rows])
 
     def _apply(self, db: sqlite3.Connection, t: Transition, now: float) -> None:
         state = t.state
@@ -384,7 +392,7 @@ class SqliteStore:
         if records:
             db.executemany(_INSERT_ENTRY, [_entry_row(r.service_id, r.entry) for r in records])
 
-    def armed_timeouts(self) -> list[ArmedTimer]:
+    def armed_timers(self) -> list[ArmedTimer]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT service_id, timers FROM services WHERE timers IS NOT NULL").fetchall()
@@ -428,9 +436,14 @@ class SqliteStore:
         return [summary for summary in found if summary is not None]
 
     def prune_timeline(self, before: datetime) -> int:
+        """Old entries go, except those of incidents still open (an incident open for months
+        keeps its whole timeline)."""
         with self._write_lock, self._transaction(self._writer):
-            return int(self._writer.execute("DELETE FROM timeline WHERE at < ?",
-                                            (before.timestamp(),)).rowcount)
+            return int(self._writer.execute(
+                "DELETE FROM timeline WHERE at < ? AND NOT EXISTS (SELECT 1 FROM services s "
+                "WHERE s.service_id = timeline.service_id AND s.open = 1 "
+                "AND json_extract(s.state, '$.incident.number') = timeline.incident)",
+                (before.timestamp(),)).rowcount)
 
     def outbox(self) -> list[dict[str, Any]]:
         """Every outbox row, for inspection and tests."""
@@ -468,6 +481,16 @@ def _entry_row(service_id: str, e: TimelineEntry) -> tuple[object, ...]:
 def _entry(row: tuple[Any, ...]) -> TimelineEntry:
     incident, at, *rest = row
     return TimelineEntry(datetime.fromtimestamp(at, UTC), rest[0], incident, *rest[1:])
+
+
+_IN_CHUNK = 500
+
+
+def _text(value: str | None) -> str | None:
+    """Text SQLite can bind: a lone surrogate (from a gateway's JSON) becomes '?'."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _timers(state: MonitoredService) -> str | None:

@@ -61,9 +61,11 @@ def legacy_state(service_id: str, version: int, opened: int, incident_json: str 
     if incident_json is None:
         return MonitoredService(service_id, None, opened, version)
     data = json.loads(incident_json)
+    # Page 0: the rows of its pages from before (migrated as page 1 of their level) can never
+    # be taken for pages it sends from now on.
     incident = Incident(data["number"], data["message"], _policy_from(data["policy"]),
                         data["level"], data["acknowledged"], data["armed_token"],
-                        _parse(data["ack_deadline"]), opened_at=since, legacy=True)
+                        _parse(data["ack_deadline"]), page=0, opened_at=since, legacy=True)
     return MonitoredService(service_id, incident, opened, version,
                             (Alert(DEFAULT_KEY, incident.message, since),))
 

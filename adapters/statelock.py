@@ -27,6 +27,7 @@ class StateLock:
     @classmethod
     def acquire(cls, state: Path) -> StateLock:
         """Lock `state`, or raise StoreLockedError (held elsewhere) or StoreError (no directory)."""
+        state = Path(os.path.realpath(state))  # a symlink to the file shares its lock
         directory = state.parent
         if not directory.is_dir():
             raise StoreError(f"{state}: the directory {directory} does not exist")

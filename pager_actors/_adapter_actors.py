@@ -157,21 +157,22 @@ class _PortActor(pykka.ThreadingActor):
         effect, attempt = (job.effect, job.attempt) if isinstance(job, Retry) else (job, 1)
         error: str | None = None
         try:
-            self._call(effect)
+            try:
+                self._call(effect)
+            finally:
+                self._current = None  # the port was called: never call it again for this effect
         except TransientDeliveryError as failure:
             if attempt < self._retry.attempts:
-                self._current = None
                 if not self._schedule_retry(effect, attempt, failure):
                     # Stopping: not a final failure. The row stays pending for the next start.
-                    self._log.warning(f"{self.channel}_deferred", error=mask_text(str(failure)),
+                    self._log.warning(f"{self.channel}_deferred", error=_storable(failure),
                                       **_describe(effect))
                     self._work.end()
                 return  # still pending work: the retry ends it
-            error = str(failure)
+            error = _storable(failure)
         except Exception as failure:  # a port failure is reported, never fatal
-            error = str(failure) or repr(failure)
+            error = _storable(failure)
         if error is not None:
-            error = mask_text(error)  # gateways echo numbers and addresses in their errors
             self._counts.failed += 1
             self._log.warning(f"{self.channel}_failed", error=error, attempts=attempt,
                               **_describe(effect))
@@ -179,13 +180,14 @@ class _PortActor(pykka.ThreadingActor):
             self._counts.succeeded += 1
             if self._log_each:
                 self._log.info(self._done_event, **_describe(effect))
-        self._current = None  # the port was called: never call it again for this effect
+        if error is not None and self._page_failed is not None and isinstance(effect, Notify):
+            # Before the result settles: its own work begins before this delivery's ends, so
+            # flush() and stop() wait for it. A level whose every page failed escalates at once.
+            self._page_failed(effect)
         if self._settle is not None and isinstance(effect, Notify):
             self._settle(DeliveryResult(effect.key, error))  # ends the work once recorded
         else:
             self._work.end()
-        if error is not None and self._page_failed is not None and isinstance(effect, Notify):
-            self._page_failed(effect)  # a level whose every page failed escalates at once
 
     def _call(self, effect: Any) -> None:
         raise NotImplementedError
@@ -195,7 +197,7 @@ class _PortActor(pykka.ThreadingActor):
         if not self._retry_later(delay, Retry(effect, attempt + 1)):
             return False  # stopping: the outbox row stays pending for the next start
         self._counts.retried += 1
-        self._log.warning(f"{self.channel}_retrying", error=mask_text(str(failure)),
+        self._log.warning(f"{self.channel}_retrying", error=_storable(failure),
                           attempt=attempt,
                           delay_s=round(delay, 3), **_describe(effect))
         return True
@@ -213,6 +215,17 @@ class _PortActor(pykka.ThreadingActor):
         inbox = self.actor_inbox
         assert isinstance(inbox, ServiceInbox)
         inbox.close(lambda left: self._on_exit(inbox, first + _jobs(left), crashed))
+
+
+ERROR_MAX_CHARS = 500
+
+
+def _storable(failure: BaseException) -> str:
+    """A gateway's error as the outbox and the timeline may keep it: contacts masked
+    (gateways echo them), at most 500 characters, and text UTF-8 can encode (a gateway's
+    JSON can decode to a lone surrogate)."""
+    text = mask_text(str(failure) or repr(failure))[:ERROR_MAX_CHARS]
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _jobs(envelopes: list[Any]) -> list[Job]:

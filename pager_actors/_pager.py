@@ -172,7 +172,7 @@ class Pager:
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry, page_format or PageFormat())
+                           registry, page_format or PageFormat(), dispatcher)
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
@@ -193,7 +193,7 @@ class Pager:
 
     def _recover(self, now: datetime) -> None:
         started = time.perf_counter()
-        armed = self._store.armed_timeouts()
+        armed = self._store.armed_timers()
         self._dispatcher.dispatch(tuple(
             ArmTimer(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
             for a in armed))
@@ -226,9 +226,10 @@ class Pager:
         """
         return self._submit(service_id, RaiseAlert(message, key))
 
-    def resolve_alert(self, service_id: str, key: str = DEFAULT_KEY) -> CommandFuture[Outcome]:
+    def resolve_alert(self, service_id: str, key: str = DEFAULT_KEY,
+                      by: str = "api") -> CommandFuture[Outcome]:
         """The alert `key` stopped firing; the incident closes with its last firing key."""
-        return self._submit(service_id, ResolveAlert(key))
+        return self._submit(service_id, ResolveAlert(key, by))
 
     def acknowledge(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
         """Someone took the open incident: stop escalating it."""
@@ -265,8 +266,9 @@ class Pager:
 
     def page_failed(self, page: Notify) -> CommandFuture[Outcome]:
         """What an adapter reports when a page failed for good (never held back)."""
-        return self._submit(page.service_id, PageFailed(page.incident, page.page,
-                                                        page.target.uri), admit=False)
+        return self._submit(page.service_id, PageFailed(page.incident, page.page, page.level,
+                                                        page.round, page.target.uri),
+                            admit=False)
 
     def status(self, service_id: str, timeout: float = 5.0) -> ServiceStatus:
         """The service's last committed status."""

@@ -33,8 +33,10 @@ import pykka
 
 from pager_actors._adapter_actors import Dispatcher
 from pager_actors._commit import Barrier
+from pager_actors._future import CommandFuture
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._service import (
+    STATUS,
     Letter,
     Runtime,
     ServiceActor,
@@ -323,8 +325,13 @@ class RegistryActor(pykka.ThreadingActor):
         cell = self._cells.get(service_id)
         if cell is not None:
             cell.state = None  # the next actor loads the committed state
+            cell.rearm = True  # and arms its timers again
         log.warning("service_reloaded_from_store", service=service_id)
-        self._activate(service_id, self._held.pop(service_id, []))
+        backlog = self._held.pop(service_id, [])
+        if not backlog and cell is not None:  # start it anyway: loading re-arms its timers
+            self._rt.work.begin()
+            backlog = [Envelope(Letter(STATUS, CommandFuture()))]
+        self._activate(service_id, backlog)
 
     # -- passivation -----------------------------------------------------------
 

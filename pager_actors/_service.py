@@ -17,6 +17,7 @@ from pager_actors._future import CommandFuture
 from pager_actors._inbox import InboxClosed, ServiceInbox
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
+    ArmTimer,
     Command,
     Decision,
     Effect,
@@ -94,6 +95,7 @@ class Runtime:
     ack_timeout: timedelta
     registry: pykka.ActorRef[Any]
     page_format: PageFormat
+    dispatcher: Any  # Dispatcher: re-arms a reloaded service's timers
 
 
 class ServiceCell:
@@ -104,7 +106,16 @@ class ServiceCell:
     order, before its effects happen. `inbox` is None while no actor runs.
     """
 
-    __slots__ = ("inbox", "last_active", "processed", "ref", "service_id", "state", "stopping")
+    __slots__ = (
+        "inbox",
+        "last_active",
+        "processed",
+        "rearm",
+        "ref",
+        "service_id",
+        "state",
+        "stopping",
+    )
 
     def __init__(self, service_id: str, state: MonitoredService | None = None) -> None:
         self.service_id = service_id
@@ -114,6 +125,9 @@ class ServiceCell:
         self.inbox: ServiceInbox | None = None
         self.last_active = time.monotonic()
         self.stopping = False
+        # Set when the store refused a commit: the reloaded state's timers are armed again,
+        # since the refused transition may have consumed one (a timeout whose commit failed).
+        self.rearm = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +162,12 @@ class ServiceActor(pykka.ThreadingActor):
             self._hand_over(error)
             raise
         self._cell.state = stored or MonitoredService(self._cell.service_id)
+        if self._cell.rearm:
+            self._cell.rearm = False
+            now = self._rt.clock()
+            self._rt.dispatcher.dispatch(tuple(
+                ArmTimer(t.service_id, t.token, max(t.deadline - now, timedelta(0)), t.deadline)
+                for t in self._cell.state.timers()))
 
     def on_receive(self, letter: Letter) -> None:
         self._current = letter

@@ -154,7 +154,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def armed_timeouts(self) -> list[ArmedTimer]:
+    def armed_timers(self) -> list[ArmedTimer]:
         """Every timer the stored states rely on: ack timeouts and expiries, heartbeats,
         ends of maintenance windows (`MonitoredService.timers()`)."""
         ...

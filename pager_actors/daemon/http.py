@@ -227,10 +227,10 @@ def _check_window(start: datetime, end: datetime) -> None:
         raise HttpError(400, f"a window lasts at most {MAX_WINDOW.days} days")
 
 
-def _submit(pager: Pager, given: AlertIn) -> CommandFuture[Any]:
+def _submit(pager: Pager, given: AlertIn, source: str = "api") -> CommandFuture[Any]:
     if given.status == "firing":
         return pager.alert(given.service_id, given.message, given.key)
-    return pager.resolve_alert(given.service_id, given.key)
+    return pager.resolve_alert(given.service_id, given.key, by=source)
 
 
 def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
@@ -302,7 +302,7 @@ def _submit_alertmanager(pager: Pager, alert: AlertIn | HttpError
         return {"accepted": False, "error": str(alert), "code": alert.status}, None
     result: dict[str, Any] = {"service_id": alert.service_id, "status": alert.status,
                               "alertname": alert.alertname, "key": alert.key}
-    return result, _submit(pager, alert)
+    return result, _submit(pager, alert, "alertmanager")
 
 
 def _accepted(outcome: Outcome, status_code: int = 202) -> JSONResponse:

@@ -186,7 +186,9 @@ class Reloader:
                 return False
             ignored = [name for name, old, now in (
                 ("[server]", self._config.server, new.server),
-                ("[pager]", self._config.pager, new.pager),
+                # [pager] ack_expiry is a default of the services' policies: it is reloaded.
+                ("[pager]", replace(self._config.pager, ack_expiry=None),
+                 replace(new.pager, ack_expiry=None)),
                 ("[mail]", self._config.mail, new.mail),
                 ("[sms]", self._config.sms, new.sms),
                 ("[alertmanager]", self._config.alertmanager, new.alertmanager),

@@ -27,6 +27,8 @@ def service(state: MonitoredService) -> dict[str, Any]:
         "acknowledged": status.acknowledged, "message": status.message,
         "incident": incident.number if incident else None,
         "round": incident.round if incident else None,
+        "opened_at": utc(incident.opened_at) if incident else None,
+        "acknowledged_by": incident.acknowledged_by if incident else None,
         "alerts": [{"key": a.key, "message": a.message, "since": utc(a.since)}
                    for a in state.alerts],
         "maintenance": [window(w) for w in state.windows],

@@ -63,9 +63,10 @@ class RaiseAlert:
 
 @dataclass(frozen=True, slots=True)
 class ResolveAlert:
-    """The alert with this key stopped firing."""
+    """The alert with this key stopped firing. `by` says through what (api, alertmanager)."""
 
     key: str
+    by: str = "api"
 
     def __post_init__(self) -> None:
         check_key(self.key)
@@ -118,10 +119,13 @@ class EndMaintenance:
 
 @dataclass(frozen=True, slots=True)
 class PageFailed:
-    """Page number `page` of `incident` to `target` (a URI) failed for good."""
+    """Page number `page` (of `level` in `round`) of `incident` to `target` (a URI) failed
+    for good."""
 
     incident: int
     page: int
+    level: int
+    round: int
     target: str
 
 
@@ -189,9 +193,9 @@ class Decision(NamedTuple):
 
     `event` is one of: incident_opened, alert_added, alert_resolved, resolved,
     suppressed, escalated, acknowledged, ack_expired, escalation_exhausted,
-    heartbeat, maintenance_started, maintenance_ended, ignored. `reason` says
-    why a command was ignored, or why an escalation came early
-    (`delivery_failed`).
+    page_failed, heartbeat, heartbeat_missed, heartbeat_disarmed, timer_rearmed,
+    maintenance_started, maintenance_ended, ignored. `reason` says why a command
+    was ignored, or why an escalation came early (`delivery_failed`).
     """
 
     service: MonitoredService
@@ -234,8 +238,8 @@ def decide(
     match command:
         case RaiseAlert(message, key):
             return core.fire(key, message)
-        case ResolveAlert(key):
-            return core.resolve_key(key)
+        case ResolveAlert(key, by):
+            return core.resolve_key(key, by)
         case Acknowledge(by):
             return core.acknowledge(by)
         case ReportHealthy(by):
@@ -248,8 +252,8 @@ def decide(
             return core.start_window(start or now, end, reason)
         case EndMaintenance(window):
             return core.end_window(window)
-        case PageFailed(incident, page, target):
-            return core.page_failed(incident, page, target)
+        case PageFailed(incident, page, level, round_, target):
+            return core.page_failed(incident, page, level, round_, target)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover
 
 
@@ -320,18 +324,18 @@ class _Core:
                                         opened_at=self.now, page=0), 1, 1, len(alerts))
         return self._service(incident, alerts=alerts, opened=number)
 
-    def resolve_key(self, key: str) -> Decision:
+    def resolve_key(self, key: str, by: str) -> Decision:
         state, incident = self.state, self.state.incident
         alerts = tuple(alert for alert in state.alerts if alert.key != key)
         if len(alerts) == len(state.alerts):
             if incident is not None and incident.legacy:
-                return self._close("api", key)
+                return self._close(by, key)
             return self._ignored("unknown_alert")
         if alerts or incident is None:
             if incident is not None:
-                self._record("alert_resolved", incident.number, key=key)
+                self._record("alert_resolved", incident.number, key=key, by=by)
             return self._done(self._service(incident, alerts=alerts), "alert_resolved")
-        return self._close(None, key)
+        return self._close(by, key)
 
     def heal(self, by: str) -> Decision:
         if self.state.incident is None and not self.state.alerts:
@@ -356,7 +360,7 @@ class _Core:
         acks = incident.acks + 1
         token: str | None = None
         deadline: datetime | None = None
-        expiry = self.policy.ack_expiry
+        expiry = incident.policy.ack_expiry  # the snapshot, like the levels
         if expiry is not None:
             token, deadline = expiry_token(self.sid, incident.number, acks), self.now + expiry
             self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
@@ -377,7 +381,7 @@ class _Core:
                 return self._ack_expired(incident)
             return self._escalate(incident, None)
         if token is not None and token == state.heartbeat_token:
-            return self._heartbeat_missed()
+            return self._heartbeat_due()
         for window in state.windows:
             if token == window_token(self.sid, window.id):
                 return self.end_window(window.id)
@@ -449,9 +453,11 @@ class _Core:
 
     # -- failed pages ------------------------------------------------------------
 
-    def page_failed(self, number: int, page: int, target: str) -> Decision:
+    def page_failed(self, number: int, page: int, level: int, round_: int,
+                    target: str) -> Decision:
         incident = self.state.incident
-        if incident is None or incident.number != number or incident.page != page \
+        if incident is None or (incident.number, incident.page, incident.level,
+                                incident.round) != (number, page, level, round_) \
                 or incident.acknowledged or incident.armed_token is None \
                 or target in incident.failed:
             return self._ignored("stale_delivery")
@@ -471,20 +477,34 @@ class _Core:
         if interval is None:
             return self._ignored("no_heartbeat")
         state = self.state
-        beats = state.heartbeats + 1
-        token, deadline = heartbeat_token(self.sid, beats), self.now + interval
-        self.effects.append(ArmTimer(self.sid, token, interval, deadline))
-        armed = (token, deadline, beats)
+        token, beats = state.heartbeat_token, state.heartbeats
+        if token is None:  # the first heartbeat, or the first since one was missed
+            beats += 1
+            token = heartbeat_token(self.sid, beats)
+            self.effects.append(ArmTimer(self.sid, token, interval, self.now + interval))
+        # Otherwise only the deadline moves: the armed timer, when it fires early, arms
+        # itself again for what remains (one timer per service, however often it beats).
+        armed = (token, self.now + interval, beats)
         if any(alert.key == HEARTBEAT_KEY for alert in state.alerts):
             # Back: the missed heartbeat's alert resolves, as a resolve of its key would.
             self.state = self._service(state.incident, heartbeat=armed)
-            return self.resolve_key(HEARTBEAT_KEY)
+            return self.resolve_key(HEARTBEAT_KEY, "heartbeat")
         return self._done(self._service(state.incident, heartbeat=armed), "heartbeat")
 
-    def _heartbeat_missed(self) -> Decision:
-        interval = self.policy.heartbeat or timedelta(0)
-        self.state = self._service(self.state.incident,
-                                   heartbeat=(None, None, self.state.heartbeats))
+    def _heartbeat_due(self) -> Decision:
+        state = self.state
+        interval = self.policy.heartbeat
+        deadline = state.heartbeat_deadline
+        if interval is None:  # heartbeats were removed from the config: forget the countdown
+            return self._done(self._service(state.incident, heartbeat=(None, None,
+                                                                       state.heartbeats)),
+                              "heartbeat_disarmed")
+        if deadline is not None and self.now < deadline:  # heartbeats came meanwhile
+            assert state.heartbeat_token is not None
+            self.effects.append(ArmTimer(self.sid, state.heartbeat_token,
+                                         deadline - self.now, deadline))
+            return Decision(state, tuple(self.effects), "timer_rearmed")
+        self.state = self._service(state.incident, heartbeat=(None, None, state.heartbeats))
         decision = self.fire(HEARTBEAT_KEY, f"no heartbeat for {_duration(interval)}")
         if decision.event == "ignored":  # its alert already fires: just disarmed
             return self._done(self.state, "heartbeat_missed")

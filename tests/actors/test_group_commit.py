@@ -4,6 +4,7 @@ refuses every write (disk full) shows on readiness until it takes writes again."
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,12 @@ from pager_actors._commit import Barrier, Commit, GroupCommitter, StoreHealth, S
 from pager_actors._future import CommandFuture
 from pager_actors._work import WorkTracker
 from pager_actors.domain import MonitoredService, RaiseAlert, decide
-from pager_actors.ports import StoreError, Transition, TransitionRefusedError
+from pager_actors.ports import (
+    PermanentDeliveryError,
+    StoreError,
+    Transition,
+    TransitionRefusedError,
+)
 from tests.conftest import two_level_policy
 
 
@@ -102,6 +108,68 @@ def test_a_full_disk_makes_the_pager_unready_until_writes_work_again(policies, t
         writer_passed(pager)
         assert pager.store_problem() is None
         assert pager.alert("checkout", "back").get(timeout=5).event == "incident_opened"
+    finally:
+        pager.stop()
+        store.close()
+
+
+class MailWithBadText(RecordingMailSender):
+    """A gateway whose error text decodes to a lone surrogate (JSON allows one)."""
+
+    def send_mail(self, to, subject, body):
+        raise PermanentDeliveryError("550 \ud800 mailbox unavailable for " + to)
+
+
+def test_a_gateway_error_that_cannot_be_stored_blocks_no_commit(policies, tmp_path):
+    """The error is recorded storable (and masked); every later commit still goes through."""
+    store = SqliteStore(tmp_path / "pager.db")
+    pager = Pager.start(policies=policies, mail=MailWithBadText(), sms=RecordingSmsSender(),
+                        timer=ManualTimer(), store=store)
+    try:
+        pager.alert("checkout", "down").get(timeout=5)
+        pager.flush(timeout=5)
+        assert pager.alert("search", "down").get(timeout=5).event == "incident_opened"
+        pager.flush(timeout=5)
+        assert pager.store_problem() is None
+        failed = [row for row in store.outbox() if row["status"] == "failed"]
+        assert len(failed) == 2 and all("o***@example.com" in r["last_error"] for r in failed)
+        assert "?" in failed[0]["last_error"]
+    finally:
+        pager.stop()
+        store.close()
+
+
+class RefusingStore(SqliteStore):
+    """A SQLite store that refuses transitions while `refusing` is set (as a full disk)."""
+
+    refusing = False
+
+    def commit(self, transitions, deliveries=()):
+        if self.refusing and transitions:
+            raise StoreError("commit failed: disk full (injected)")
+        super().commit(transitions, deliveries)
+
+
+def test_a_timer_whose_commit_failed_is_armed_again(policies, tmp_path):
+    """A timeout consumed by a refused commit is not lost: the reloaded service re-arms it."""
+    store, timer = RefusingStore(tmp_path / "pager.db"), ManualTimer()
+    pager = Pager.start(policies=policies, mail=RecordingMailSender(), sms=RecordingSmsSender(),
+                        timer=timer, store=store, ack_timeout=timedelta(minutes=15))
+    try:
+        pager.alert("checkout", "down").get(timeout=5)
+        pager.flush(timeout=5)
+        [armed] = timer.pending()
+        store.refusing = True
+        [fired] = timer.advance(timedelta(minutes=15))
+        with pytest.raises(StoreError, match="disk full"):
+            fired.get(timeout=5)
+        store.refusing = False
+        deadline = time.monotonic() + 10  # the reload runs behind the writer: watch for it
+        while not any(t.token == armed.token for t in timer.pending()):
+            assert time.monotonic() < deadline, "the refused timeout was never armed again"
+            time.sleep(0.01)
+        [again] = timer.advance(timedelta(minutes=15))  # re-armed with the real time left
+        assert again.get(timeout=5).event == "escalated"
     finally:
         pager.stop()
         store.close()

@@ -92,21 +92,23 @@ def test_incident_summaries_newest_first(store):
     assert store.incidents("search") == []
 
 
-def test_old_timeline_entries_are_pruned(store):
-    """Entries older than the cut-off go; newer ones stay."""
+def test_old_timeline_entries_are_pruned_but_never_an_open_incidents(store):
+    """Entries older than the cut-off go; newer ones, and an open incident's, stay."""
     run(store, RaiseAlert("old"), ReportHealthy())
     run(store, RaiseAlert("new"), now=NOW + timedelta(days=100))
+    run(store, RaiseAlert("open for long"), service_id="search")
     assert store.prune_timeline(NOW + timedelta(days=10)) == 4
     assert store.timeline("checkout", 1) == []
     assert len(store.timeline("checkout", 2)) == 3
+    assert len(store.timeline("search", 1)) == 3
 
 
 def test_every_kind_of_timer_is_there_for_recovery(store):
-    """Ack timeouts, heartbeats and window ends all come back from armed_timeouts()."""
+    """Ack timeouts, heartbeats and window ends all come back from armed_timers()."""
     state = run(store, Heartbeat(), StartMaintenance(end=NOW + timedelta(hours=1)),
                 RaiseAlert("down"), ResolveAlert("default"), RaiseAlert("again"),
                 service_id="checkout")
-    armed = {(t.token, t.deadline) for t in store.armed_timeouts()}
+    armed = {(t.token, t.deadline) for t in store.armed_timers()}
     assert armed == {(t.token, t.deadline) for t in state.timers()}
     assert len(armed) == 2  # heartbeat, window end (the alerts are suppressed)
 
@@ -152,8 +154,10 @@ def test_a_v1_file_migrates_with_its_incident_keyed_default_and_its_outbox(tmp_p
     assert state.version == 5 and state.incident.legacy and state.incident.level == 2
     assert [(a.key, a.message) for a in state.alerts] == [("default", "disk full")]
     assert store.load("search") == MonitoredService("search", None, 1, 2)
-    [timer] = store.armed_timeouts()
+    [timer] = store.armed_timers()
     assert (timer.token, timer.deadline) == ("checkout#3@2", NOW + timedelta(minutes=15))
+    [summary] = store.incidents("checkout")  # the migration wrote its `opened` entry
+    assert (summary.number, summary.closed, summary.message) == (3, None, "disk full")
     [pending] = store.undelivered()
     assert pending.key == "checkout/3/2/sms:+33600000002"
     store.commit([], [DeliveryResult(pending.key)])

@@ -78,14 +78,14 @@ def test_outbox_holds_each_notification_until_settled(store):
     assert store.undelivered() == []
 
 
-def test_armed_timeouts_are_open_unacknowledged_incidents_only(store):
+def test_armed_timers_are_open_unacknowledged_incidents_only(store):
     """Recovery re-arms open, unacknowledged incidents with their token and deadline."""
     a = step(MonitoredService("a"), RaiseAlert("x"))
     b = step(MonitoredService("b"), RaiseAlert("x"))
     c = step(MonitoredService("c"), RaiseAlert("x"))
     store.commit([a, b, c])
     store.commit([step(b.state, Acknowledge()), step(c.state, ReportHealthy())])
-    [armed] = store.armed_timeouts()
+    [armed] = store.armed_timers()
     assert (armed.service_id, armed.token) == ("a", a.state.incident.armed_token)
     assert armed.deadline == NOW + timedelta(minutes=15)
 

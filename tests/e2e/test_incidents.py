@@ -42,7 +42,7 @@ def test_a_window_ends_on_time_across_a_restart_and_what_fired_in_it_pages(daemo
     restarted in between (SIGKILL): the window's end was stored and re-armed."""
     pager, _, sms = daemon
     pager.start()
-    end = datetime.now(UTC) + timedelta(seconds=4)
+    end = datetime.now(UTC) + timedelta(seconds=12)
     created = pager.api("POST", "/api/v1/services/checkout/maintenance",
                         json={"end": end.isoformat(), "reason": "deploy"})
     assert created.status_code == 201
@@ -52,9 +52,10 @@ def test_a_window_ends_on_time_across_a_restart_and_what_fired_in_it_pages(daemo
     pager.kill()
     pager.start()
     shown = pager.api("GET", "/api/v1/services/checkout").json()
-    assert shown["health"] == "healthy" and [w["id"] for w in shown["maintenance"]] == [1]
-    assert sms.messages == []
-    wait_for(lambda: len(sms.messages) == 1, 20, "the page after the window")
+    if datetime.now(UTC) < end - timedelta(seconds=1):  # a slow machine may be past it already
+        assert shown["health"] == "healthy" and [w["id"] for w in shown["maintenance"]] == [1]
+        assert sms.messages == []
+    wait_for(lambda: len(sms.messages) == 1, 30, "the page after the window")
     assert datetime.now(UTC) >= end
     assert sms.messages[0].to == "+33600000001" and "p99" in sms.messages[0].body
     shown = pager.api("GET", "/api/v1/services/checkout").json()

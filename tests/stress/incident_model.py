@@ -1,9 +1,11 @@
 """An independent, sequential model of one service's keyed alerts, windows and heartbeats.
 
 Written from the rules of issue 8, not from the engine's code, for a clock that
-stands still (every window covers "now"). It predicts the event each command
-reports, the pages each incident gets and the timers that are armed. Timer
-tokens follow the documented formats (`svc#3@2r1p2`, `svc~heartbeat4`,
+stands still: every window covers "now", and a heartbeat's countdown never
+runs out (its timer, fired early, arms itself again). Policies repeat once
+and acks expire. It predicts the event each command reports, the pages each
+incident gets and the timers that are armed. Timer tokens follow the
+documented formats (`svc#3@2r1p2`, `svc#3ack1`, `svc~heartbeat4`,
 `svc~window1`), which are the engine's interface to its timer.
 """
 
@@ -16,10 +18,13 @@ from dataclasses import dataclass, field
 class IncidentModel:
     service_id: str
     levels: int
+    rounds: int = 2
     opened: int = 0
     open: bool = False
     level: int = 0
+    round: int = 1
     page: int = 0
+    acks: int = 0
     acked: bool = False
     armed: str | None = None
     keys: dict[str, str] = field(default_factory=dict)
@@ -50,12 +55,16 @@ class IncidentModel:
         if kind == "ack":
             if not self.open or self.acked:
                 return "ignored"
-            self.acked, self.armed = True, None
+            self.acks += 1
+            self.acked = True
+            self.armed = f"{self.service_id}#{self.opened}ack{self.acks}"  # the expiry
+            self.timers += 1
             return "acknowledged"
         if kind == "heartbeat":
-            self.heartbeats += 1
-            self.heartbeat = f"{self.service_id}~heartbeat{self.heartbeats}"
-            self.timers += 1
+            if self.heartbeat is None:
+                self.heartbeats += 1
+                self.heartbeat = f"{self.service_id}~heartbeat{self.heartbeats}"
+                self.timers += 1
             if "heartbeat" in self.keys:
                 return self.apply("resolve", "heartbeat")
             return "heartbeat"
@@ -69,11 +78,14 @@ class IncidentModel:
         assert kind == "timer"
         token = arg
         if self.open and self.armed is not None and token in (None, self.armed):
+            if self.acked:  # the ack expired: the current level again
+                self.acked = False
+                self._page(self.level)
+                return "ack_expired"
             return self._escalate()
-        if token is not None and token == self.heartbeat:
-            self.heartbeat = None
-            event = self._fire("heartbeat", "no heartbeat for 5m")
-            return "heartbeat_missed" if event == "ignored" else event
+        if token is not None and token == self.heartbeat:  # early: the clock stands still
+            self.timers += 1
+            return "timer_rearmed"
         for window in sorted(self.windows):
             if token == f"{self.service_id}~window{window}":
                 return self._end_window(window)
@@ -92,20 +104,25 @@ class IncidentModel:
 
     def _open(self) -> None:
         self.opened += 1
-        self.open, self.level, self.page, self.acked = True, 0, 0, False
+        self.open, self.level, self.round, self.page, self.acked = True, 0, 1, 0, False
+        self.acks = 0
         self._page(1)
 
     def _page(self, level: int) -> None:
         self.level, self.page = level, self.page + 1
         self.paged.append((self.opened, level))
-        self.armed = f"{self.service_id}#{self.opened}@{level}r1p{self.page}"
+        self.armed = f"{self.service_id}#{self.opened}@{level}r{self.round}p{self.page}"
         self.timers += 1
 
     def _escalate(self) -> str:
-        if self.level == self.levels:
+        if self.level == self.levels and self.round == self.rounds:
             self.armed = None
             return "escalation_exhausted"
-        self._page(self.level + 1)
+        if self.level == self.levels:
+            self.round += 1
+            self._page(1)
+        else:
+            self._page(self.level + 1)
         return "escalated"
 
     def _close(self) -> None:

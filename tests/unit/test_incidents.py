@@ -63,6 +63,11 @@ class Service:
         return self(TimerFired(self.state.incident.armed_token), after)
 
 
+def failure(page: Notify) -> PageFailed:
+    """What an adapter reports when `page` failed for good."""
+    return PageFailed(page.incident, page.page, page.level, page.round, page.target.uri)
+
+
 def pages(decision: Decision) -> list[Notify]:
     return [e for e in decision.effects if isinstance(e, Notify)]
 
@@ -363,13 +368,28 @@ def test_the_first_heartbeat_arms_the_countdown_and_silence_fires_the_heartbeat_
     assert len(timers(back)) == 1  # and counting again
 
 
-def test_each_heartbeat_restarts_the_countdown():
-    """A heartbeat before the deadline makes the earlier countdown stale."""
+def test_each_heartbeat_moves_the_deadline_and_one_timer_follows_it():
+    """Heartbeats move the deadline without arming more timers; the timer, firing early,
+    arms itself again for what remains, and only a real silence fires the alert."""
     service = Service(heartbeat=timedelta(minutes=5))
-    first = timers(service(Heartbeat()))[0].token
-    service(Heartbeat(), timedelta(minutes=4))
-    assert service(TimerFired(first), timedelta(minutes=1)).reason == "stale_token"
-    assert service.state.incident is None
+    [countdown] = timers(service(Heartbeat()))
+    assert timers(service(Heartbeat(), timedelta(minutes=4))) == []  # no second timer
+    early = service(TimerFired(countdown.token), timedelta(minutes=1))
+    assert early.event == "timer_rearmed" and service.state.incident is None
+    [again] = timers(early)
+    assert again.token == countdown.token and again.deadline == T0 + timedelta(minutes=9)
+    missed = service(TimerFired(countdown.token), timedelta(minutes=4))
+    assert missed.event == "incident_opened"
+
+
+def test_heartbeats_removed_by_a_reload_disarm_instead_of_paging():
+    """A stored countdown whose service no longer has `heartbeat` pages nobody."""
+    service = Service(heartbeat=timedelta(minutes=5))
+    [countdown] = timers(service(Heartbeat()))
+    service.policy = policy()  # reloaded without heartbeat
+    gone = service(TimerFired(countdown.token), timedelta(minutes=5))
+    assert gone.event == "heartbeat_disarmed" and pages(gone) == []
+    assert service.state.heartbeat_token is None and service.state.timers() == []
 
 
 def test_a_service_without_heartbeat_ignores_one():
@@ -392,9 +412,9 @@ def test_when_every_page_of_a_level_failed_the_next_level_is_paged_at_once():
     """Both level-1 pages failed for good: escalated with reason delivery_failed."""
     service = Service()
     mail, sms = pages(service(RaiseAlert("down")))
-    one = service(PageFailed(1, mail.page, mail.target.uri))
+    one = service(failure(mail))
     assert one.event == "page_failed" and pages(one) == []
-    both = service(PageFailed(1, sms.page, sms.target.uri))
+    both = service(failure(sms))
     assert (both.event, both.reason) == ("escalated", "delivery_failed")
     assert [p.target for p in pages(both)] == [SMS2]
 
@@ -404,9 +424,9 @@ def test_a_failure_of_an_older_page_or_after_the_ack_changes_nothing():
     service = Service()
     old = pages(service(RaiseAlert("down")))[0]
     [current] = pages(service.fire_armed())
-    assert service(PageFailed(1, old.page, old.target.uri)).reason == "stale_delivery"
+    assert service(failure(old)).reason == "stale_delivery"
     service(Acknowledge())
-    assert service(PageFailed(1, current.page, current.target.uri)).reason == "stale_delivery"
+    assert service(failure(current)).reason == "stale_delivery"
 
 
 def test_failures_of_the_last_level_exhaust_the_escalation():
@@ -414,7 +434,7 @@ def test_failures_of_the_last_level_exhaust_the_escalation():
     service = Service()
     service(RaiseAlert("down"))
     [last] = pages(service.fire_armed())
-    done = service(PageFailed(1, last.page, last.target.uri))
+    done = service(failure(last))
     assert (done.event, done.reason) == ("escalation_exhausted", "delivery_failed")
 
 
@@ -440,3 +460,30 @@ def test_notify_knows_its_outcome_entry():
     assert (failed.event, failed.error, failed.target, failed.channel) == (
         "delivery_failed", "SMTP error 550", "o***@example.com", "mail")
     assert mail.outcome(T0, None).event == "delivered"
+
+
+def test_resolves_say_by_what():
+    """alert_resolved and resolved carry `by`, as acks do."""
+    service = Service()
+    service(RaiseAlert("a", key="a"))
+    service(RaiseAlert("b", key="b"))
+    first = service(ResolveAlert("a", by="alertmanager"))
+    last = service(ResolveAlert("b", by="alertmanager"))
+    assert [e.entry.by for e in first.effects + last.effects if isinstance(e, Record)] == [
+        "alertmanager", "alertmanager"]
+
+
+def test_ack_expiry_follows_the_policy_snapshot():
+    """An incident opened without ack expiry keeps none, though a reload added one."""
+    service = Service()
+    service(RaiseAlert("down"))
+    service.policy = policy(ack_expiry=timedelta(minutes=1))
+    assert timers(service(Acknowledge())) == []
+
+
+def test_a_failed_page_of_another_level_with_the_same_page_number_is_stale():
+    """Failures match the incident's page number, level and round together."""
+    service = Service()
+    mail = pages(service(RaiseAlert("down")))[0]
+    moved = PageFailed(1, mail.page, 2, mail.round, mail.target.uri)
+    assert service(moved).reason == "stale_delivery"
