@@ -27,9 +27,11 @@ from tests.http.test_api import alertmanager_payload
 def api():
     base = two_level_policy("checkout")
     policies = [base, EscalationPolicy("cron", base.levels, heartbeat=timedelta(minutes=5))]
-    timer = ManualTimer()
+    timer, started = ManualTimer(), datetime.now(UTC)
+    # The pager's clock follows the manual timer, so a heartbeat's deadline passes with it.
     pager = Pager.start(policies=InMemoryPolicyRepository(policies), mail=RecordingMailSender(),
-                        sms=RecordingSmsSender(), timer=timer, max_in_flight=0)
+                        sms=RecordingSmsSender(), timer=timer, max_in_flight=0,
+                        clock=lambda: started + timer.now)
     config = Config(source=Path("t.toml"), server=ServerConfig(), services=tuple(policies))
     with TestClient(create_app(pager, config, Metrics(pager, lambda: (0.0, 0.0)))) as client:
         yield client, pager, timer
