@@ -138,6 +138,7 @@ def test_crashed_adapter_actor_is_restarted_without_losing_pages(policies):
     assert len(sms.sent) == 2 and len(mail.sent) == 2
     # The delivery whose record failed stays in the outbox: it is sent again on recovery.
     assert len(store.undelivered()) == 1
+    pager.stop()  # in step with the dispatcher, which may still be replacing the actor
 
 
 def test_externally_stopped_actor_comes_back_without_quarantine(pager):
