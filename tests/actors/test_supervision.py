@@ -134,6 +134,10 @@ def test_crashed_adapter_actor_is_restarted_without_losing_pages(policies):
     pager.alert("checkout", "a").get(timeout=5)
     pager.alert("search", "b").get(timeout=5)
     pager.flush()
+    deadline = time.monotonic() + 10  # the crash is handled just after its delivery's work ends
+    while pager.stats().get("adapter_restarts", 0) < 1:
+        assert time.monotonic() < deadline, "the crashed adapter actor was not replaced"
+        time.sleep(0.01)
     assert pager.stats()["adapter_restarts"] == 1
     assert len(sms.sent) == 2 and len(mail.sent) == 2
     # The delivery whose record failed stays in the outbox: it is sent again on recovery.
