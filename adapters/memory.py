@@ -17,6 +17,7 @@ from pager_actors.domain import (
     Record,
     TimelineEntry,
 )
+from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
 from pager_actors.ports import DeliveryResult, Transition, VersionConflictError
 
@@ -190,6 +191,10 @@ class InMemoryStore:
     def open_incidents(self) -> int:
         with self._lock:
             return sum(1 for s in self._states.values() if s.incident is not None)
+
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        with self._lock:
+            return reply_codes_of(list(self._states.values()))
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._lock:

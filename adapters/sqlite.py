@@ -45,6 +45,7 @@ from pager_actors.domain import (
     TimelineEntry,
     parse_target,
 )
+from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
 from pager_actors.ports import (
     DeliveryResult,
@@ -412,6 +413,15 @@ class SqliteStore:
         with self._read_lock:
             return int(self._reader.execute(
                 "SELECT count(*) FROM services WHERE open = 1").fetchone()[0])
+
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT service_id, version, state FROM services "
+                "WHERE json_extract(state, '$.incident.reply_code') IS NOT NULL "
+                "OR json_extract(state, '$.released') IS NOT NULL").fetchall()
+        return reply_codes_of([state_json.decode(sid, version, text)
+                               for sid, version, text in rows])
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._read_lock:

@@ -167,6 +167,11 @@ class StateStore(Protocol):
         """How many services have an open incident (for the metrics gauge)."""
         ...
 
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        """Every reply code a stored state holds, as (code, service, incident, released):
+        its open incident's (released None), and those released within the last day."""
+        ...
+
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         """The incident's timeline, oldest first (empty if unknown or pruned)."""
         ...

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from pager_actors.domain.errors import UnknownServiceError
+from pager_actors.domain.links import Links, claim_for
 from pager_actors.domain.model import (
     DEFAULT_KEY,
     HEARTBEAT_KEY,
@@ -30,11 +31,13 @@ from pager_actors.domain.model import (
     Target,
     Window,
     check_key,
+    parse_target,
     window_token,
 )
 from pager_actors.domain.texts import (
     PageFormat,
     check_text,
+    cut,
     headline,
     mail_body,
     one_line,
@@ -44,6 +47,7 @@ from pager_actors.domain.texts import (
 from pager_actors.domain.timeline import TimelineEntry
 
 DEFAULT_FORMAT = PageFormat()
+REPLY_CODE_QUARANTINE = timedelta(hours=24)
 
 # -- commands ---------------------------------------------------------------
 
@@ -74,16 +78,21 @@ class ResolveAlert:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
-    """Someone took the incident: stop escalating it. `by` says who or through what."""
+    """Someone took the incident: stop escalating it. `by` says who or through what;
+    `incident`, when given, is the one they meant (a link, a reply): another one is not
+    acknowledged in its place."""
 
     by: str = "api"
+    incident: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ReportHealthy:
-    """Operator override: the service is fine. Closes the incident, clears every key."""
+    """Operator override: the service is fine. Closes the incident, clears every key.
+    `incident`, when given, must be the open one (as for Acknowledge)."""
 
     by: str = "api"
+    incident: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,23 +236,25 @@ def decide(
     now: datetime,
     ack_timeout: timedelta,
     fmt: PageFormat = DEFAULT_FORMAT,
+    next_code: str | None = None,
 ) -> Decision:
     """Apply one command to one service. Raises UnknownServiceError without a policy.
 
-    `fmt` says how much alert text a page carries.
+    `fmt` says what pages carry besides the alert; `next_code` is the reply code
+    reserved for the next incident this service opens (when `fmt.reply_codes`).
     """
     if policy is None:
         raise UnknownServiceError(service.service_id)
-    core = _Core(service, policy, now, ack_timeout, fmt)
+    core = _Core(service, policy, now, ack_timeout, fmt, next_code)
     match command:
         case RaiseAlert(message, key):
             return core.fire(key, message)
         case ResolveAlert(key, by):
             return core.resolve_key(key, by)
-        case Acknowledge(by):
-            return core.acknowledge(by)
-        case ReportHealthy(by):
-            return core.heal(by)
+        case Acknowledge(by, incident):
+            return core.acknowledge(by, incident)
+        case ReportHealthy(by, incident):
+            return core.heal(by, incident)
         case TimerFired(token):
             return core.timer(token)
         case Heartbeat():
@@ -261,11 +272,13 @@ class _Core:
     """One decision's context. Builds values with their constructors: on the hot path
     `dataclasses.replace` costs several microseconds a call."""
 
-    __slots__ = ("ack_timeout", "effects", "fmt", "now", "policy", "sid", "state", "version")
+    __slots__ = ("ack_timeout", "effects", "fmt", "next_code", "now", "policy", "sid", "state",
+                 "version")
 
-    def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,
-                 ack_timeout: timedelta, fmt: PageFormat) -> None:
+    def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,  # noqa: PLR0917
+                 ack_timeout: timedelta, fmt: PageFormat, next_code: str | None) -> None:
         self.state, self.policy, self.now = state, policy, now
+        self.next_code = next_code
         self.version = state.version + 1  # every state this decision builds is the next one
         self.ack_timeout, self.fmt = ack_timeout, fmt
         self.sid = state.service_id
@@ -282,7 +295,8 @@ class _Core:
     def _service(self, incident: Incident | None, *, alerts: tuple[Alert, ...] | None = None,
                  windows: tuple[Window, ...] | None = None, opened: int | None = None,
                  windows_opened: int | None = None,
-                 heartbeat: tuple[str | None, datetime | None, int] | None = None
+                 heartbeat: tuple[str | None, datetime | None, int] | None = None,
+                 released: tuple[tuple[str, datetime], ...] | None = None
                  ) -> MonitoredService:
         """The next version of the state, with the parts given changed."""
         s = self.state
@@ -293,7 +307,7 @@ class _Core:
             self.version, s.alerts if alerts is None else alerts,
             s.windows if windows is None else windows,
             s.windows_opened if windows_opened is None else windows_opened,
-            token, deadline, beats)
+            token, deadline, beats, s.released_codes if released is None else released)
 
     def _record(self, event: str, incident: int | None, **fields: object) -> None:
         self.effects.append(Record(self.sid, TimelineEntry(self.now, event, incident,
@@ -320,8 +334,10 @@ class _Core:
         number = self.state.incidents_opened + 1
         first = alerts[0]
         self._record("opened", number, level=1, round=1, key=first.key, message=first.message)
+        code = self.next_code if self.fmt.reply_codes else None
         incident = self._paged(Incident(number, first.message, self.policy, 1,
-                                        opened_at=self.now, page=0), 1, 1, len(alerts))
+                                        opened_at=self.now, page=0, reply_code=code),
+                               1, 1, len(alerts))
         return self._service(incident, alerts=alerts, opened=number)
 
     def resolve_key(self, key: str, by: str) -> Decision:
@@ -337,24 +353,38 @@ class _Core:
             return self._done(self._service(incident, alerts=alerts), "alert_resolved")
         return self._close(by, key)
 
-    def heal(self, by: str) -> Decision:
-        if self.state.incident is None and not self.state.alerts:
+    def heal(self, by: str, number: int | None) -> Decision:
+        incident = self.state.incident
+        if number is not None and (incident is None or incident.number != number):
+            return self._ignored("not_open")
+        if incident is None and not self.state.alerts:
             return self._ignored("already_healthy")
         return self._close(by, None)
 
     def _close(self, by: str | None, key: str | None) -> Decision:
         """Close the incident (if any) and clear every firing key."""
         incident = self.state.incident
+        released = None
         if incident is not None:
             self._record("resolved", incident.number, by=by, key=key)
-        return self._done(self._service(None, alerts=()), "resolved")
+            self._status_update(incident, "resolved", by)
+            if incident.reply_code is not None:  # kept a day, so it names no newer incident
+                released = self._released(incident.reply_code)
+        return self._done(self._service(None, alerts=(), released=released), "resolved")
+
+    def _released(self, code: str) -> tuple[tuple[str, datetime], ...]:
+        day_ago = self.now - REPLY_CODE_QUARANTINE
+        return (*((c, at) for c, at in self.state.released_codes if at > day_ago),
+                (code, self.now))
 
     # -- acknowledgement -------------------------------------------------------
 
-    def acknowledge(self, by: str) -> Decision:
+    def acknowledge(self, by: str, number: int | None) -> Decision:
         incident = self.state.incident
         if incident is None:
             return self._ignored("no_open_incident")
+        if number is not None and incident.number != number:
+            return self._ignored("not_open")
         if incident.acknowledged:
             return self._ignored("already_acknowledged")
         acks = incident.acks + 1
@@ -366,10 +396,24 @@ class _Core:
             self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
         self._record("acknowledged", incident.number, level=incident.level,
                      round=incident.round, by=by)
-        acked = Incident(incident.number, incident.message, incident.policy, incident.level,
-                         True, token, deadline, incident.round, incident.page, incident.failed,
-                         incident.opened_at, by, acks, incident.legacy)
+        self._status_update(incident, "acknowledged", by)
+        acked = incident._replace(acknowledged=True, armed_token=token, ack_deadline=deadline,
+                                  acknowledged_by=by, acks=acks)
         return self._done(self._service(acked), "acknowledged")
+
+    def _status_update(self, incident: Incident, what: str, by: str | None) -> None:
+        """Tell everyone paged for `incident` that it was acknowledged or resolved."""
+        if not self.fmt.status_updates or not incident.paged:
+            return
+        sid, number = self.sid, incident.number
+        line = f"[{sid}] incident #{number} {what}" + (f" by {by}" if by else "")
+        text = f"{line}: {cut(one_line(incident.message), 120)}"
+        kind = f"{what}{incident.acks + 1}" if what == "acknowledged" else what
+        for uri in sorted(incident.paged):
+            target = parse_target(uri)
+            self.effects.append(Notify(sid, number, incident.level, target, line, text,
+                                       f"{sid}/{number}/status/{kind}/{uri}", incident.round,
+                                       incident.page))
 
     # -- timers ----------------------------------------------------------------
 
@@ -399,10 +443,7 @@ class _Core:
         if round_ > policy.rounds:
             self._record("exhausted", incident.number, level=incident.level,
                          round=incident.round)
-            disarmed = Incident(incident.number, incident.message, policy, incident.level,
-                                False, None, None, incident.round, incident.page,
-                                incident.failed, incident.opened_at, incident.acknowledged_by,
-                                incident.acks, incident.legacy)
+            disarmed = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
             return self._done(self._service(disarmed), "escalation_exhausted", reason)
         self._record("escalated", incident.number, level=level, round=round_)
         escalated = self._paged(incident, level, round_, len(self.state.alerts))
@@ -411,10 +452,7 @@ class _Core:
     def _ack_expired(self, incident: Incident) -> Decision:
         self._record("ack_expired", incident.number, level=incident.level,
                      round=incident.round)
-        unacked = Incident(incident.number, incident.message, incident.policy, incident.level,
-                           False, None, None, incident.round, incident.page, incident.failed,
-                           incident.opened_at, incident.acknowledged_by, incident.acks,
-                           incident.legacy)
+        unacked = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
         paged = self._paged(unacked, incident.level, incident.round, len(self.state.alerts))
         return self._done(self._service(paged), "ack_expired")
 
@@ -430,17 +468,22 @@ class _Core:
         more = f"+{firing - 1} more firing" if firing > 1 else ""
         targets = policy.level(level).targets
         flat = one_line(message)
+        fmt, code = self.fmt, incident.reply_code
         mail = sms = ("", "")  # (subject, text), each rendered once per level
         if any(isinstance(target, EmailTarget) for target in targets):
             mail = (subject(sid, flat, f"({more})" if more else ""),
                     mail_body(head, message, more))
         if not all(isinstance(target, EmailTarget) for target in targets):
-            sms = ("", sms_text(head, flat, self.fmt, more))
+            reply = f"Reply ACK {code} to acknowledge, RES {code} to resolve." if code else ""
+            sms = ("", sms_text(head, flat, fmt, " ".join(filter(None, (more, reply)))))
         prefix = f"{sid}/{number}/r{round_}/l{level}/p{page}/"
         effects = self.effects
-        for target in targets:
+        for index, target in enumerate(targets):
             by_mail = isinstance(target, EmailTarget)
             text = mail if by_mail else sms
+            if by_mail and fmt.links is not None:  # links are bound to their target
+                text = (mail[0], mail_body(head, message, more,
+                                           self._links(fmt.links, number, (level, index))))
             effects.append(Notify(sid, number, level, target, text[0], text[1],
                                   prefix + target.uri, round_, page))
             effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
@@ -449,7 +492,15 @@ class _Core:
         effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
         return Incident(number, message, policy, level, False, token, deadline, round_, page,
                         frozenset(), incident.opened_at, incident.acknowledged_by,
-                        incident.acks, incident.legacy)
+                        incident.acks, incident.legacy, code,
+                        incident.paged | {target.uri for target in targets})
+
+    def _links(self, links: Links, number: int, target: tuple[int, int]) -> str:
+        """The lines a mail ends with: Acknowledge, Resolve, and the incident's page."""
+        ack = links.respond_url(claim_for("ack", self.sid, number, target, self.now))
+        res = links.respond_url(claim_for("res", self.sid, number, target, self.now))
+        page = links.url(f"/services/{self.sid}/incidents/{number}")
+        return f"Acknowledge: {ack}\nResolve: {res}\nIncident: {page}"
 
     # -- failed pages ------------------------------------------------------------
 
@@ -464,10 +515,7 @@ class _Core:
         failed = incident.failed | {target}
         if failed >= {t.uri for t in incident.policy.level(incident.level).targets}:
             return self._escalate(incident, "delivery_failed")
-        noted = Incident(incident.number, incident.message, incident.policy, incident.level,
-                         False, incident.armed_token, incident.ack_deadline, incident.round,
-                         incident.page, failed, incident.opened_at, incident.acknowledged_by,
-                         incident.acks, incident.legacy)
+        noted = incident._replace(failed=failed)
         return self._done(self._service(noted), "page_failed")
 
     # -- heartbeats --------------------------------------------------------------

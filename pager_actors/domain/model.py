@@ -201,7 +201,9 @@ class Incident(NamedTuple):
     (first page, escalations, repeats, expired acks), so every page has its
     own delivery id; `failed` holds the targets whose page number `page`
     failed for good. `legacy` marks an incident opened before alerts had keys:
-    a resolve of any key closes it.
+    a resolve of any key closes it. `reply_code` is what an SMS reply names it
+    by (when replies are on); `paged` holds every target URI paged for it, who
+    may answer by SMS and who gets status updates.
     """
 
     number: int
@@ -218,6 +220,8 @@ class Incident(NamedTuple):
     acknowledged_by: str | None = None
     acks: int = 0
     legacy: bool = False
+    reply_code: str | None = None
+    paged: frozenset[str] = frozenset()
 
 
 class ArmedTimer(NamedTuple):
@@ -234,7 +238,9 @@ class MonitoredService(NamedTuple):
     - `incident`: the open incident, if any;
     - `alerts`: the firing alerts, oldest first (suppressed ones included);
     - `windows`: maintenance windows not yet ended;
-    - `heartbeat_token`, `heartbeat_deadline`: the armed heartbeat, if any.
+    - `heartbeat_token`, `heartbeat_deadline`: the armed heartbeat, if any;
+    - `released_codes`: reply codes of incidents closed in the last 24 h, with
+      when, so that no code names a newer incident before a day has passed.
     `incidents_opened`, `windows_opened` and `heartbeats` number incidents,
     windows and heartbeat timers, so a token of an old one never matches a
     new one. `version` grows with every state change.
@@ -250,6 +256,7 @@ class MonitoredService(NamedTuple):
     heartbeat_token: str | None = None
     heartbeat_deadline: datetime | None = None
     heartbeats: int = 0
+    released_codes: tuple[tuple[str, datetime], ...] = ()
 
     @property
     def health(self) -> Health:
@@ -283,3 +290,16 @@ class MonitoredService(NamedTuple):
 def window_token(service_id: str, window: int) -> str:
     """The token of the timer that ends maintenance window `window`."""
     return f"{service_id}~window{window}"
+
+
+def reply_codes_of(states: list[MonitoredService]) -> list[tuple[str, str, int, datetime | None]]:
+    """(code, service, incident, released) for every reply code these states hold: each open
+    incident's (released None), and those their services released (the incident numbers of
+    released codes no longer matter: 0)."""
+    found: list[tuple[str, str, int, datetime | None]] = []
+    for state in states:
+        if state.incident is not None and state.incident.reply_code is not None:
+            found.append((state.incident.reply_code, state.service_id, state.incident.number,
+                          None))
+        found.extend((code, state.service_id, 0, at) for code, at in state.released_codes)
+    return found
