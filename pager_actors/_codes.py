@@ -69,9 +69,9 @@ class ReplyCodes:
                 self._reserved.pop((use.service_id, use.incident), None)
 
     def holder(self, code: str) -> CodeUse | None:
-        """Who holds `code` now: an incident not yet closed, else None."""
-        use = self._uses.get(code)
-        return use if use is not None and use.released is None else None
+        """Who holds `code`: an incident not yet closed, or one closed within the last day
+        (`released` set), else None."""
+        return self._uses.get(code)
 
     def _fresh(self) -> str:
         now = self._clock()

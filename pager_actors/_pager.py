@@ -240,13 +240,17 @@ class Pager:
         """The alert `key` stopped firing; the incident closes with its last firing key."""
         return self._submit(service_id, ResolveAlert(key, by))
 
-    def acknowledge(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
-        """Someone took the open incident: stop escalating it."""
-        return self._submit(service_id, Acknowledge(by))
+    def acknowledge(self, service_id: str, by: str = "api",
+                    incident: int | None = None) -> CommandFuture[Outcome]:
+        """Someone took the open incident: stop escalating it. With `incident`, only that
+        one (a link or a reply names it): another one is left alone (reason `not_open`)."""
+        return self._submit(service_id, Acknowledge(by, incident))
 
-    def healthy(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
-        """The service recovered: close the incident and clear every firing key."""
-        return self._submit(service_id, ReportHealthy(by))
+    def healthy(self, service_id: str, by: str = "api",
+                incident: int | None = None) -> CommandFuture[Outcome]:
+        """The service recovered: close the incident and clear every firing key (with
+        `incident`, only if that one is the open incident)."""
+        return self._submit(service_id, ReportHealthy(by, incident))
 
     def heartbeat(self, service_id: str) -> CommandFuture[Outcome]:
         """The service is alive: restart its heartbeat countdown (the first one arms it)."""
@@ -301,7 +305,8 @@ class Pager:
         return result
 
     def reply_code(self, code: str) -> CodeUse | None:
-        """Which open incident an SMS reply code names (None: unknown, or closed)."""
+        """Which incident an SMS reply code names: open, or closed within a day
+        (`released` set); None if no incident has it."""
         return self._codes.holder(code) if self._codes is not None else None
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:

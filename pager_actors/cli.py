@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return EXIT_REFUSED
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(warning, file=sys.stderr)
         print(f"{args.config}: ok ({len(config.services)} services)")
         return EXIT_OK
     if args.command == "test-page":
