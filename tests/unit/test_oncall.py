@@ -3,6 +3,7 @@ by minute, on Europe/Paris and America/New_York across the 2026 DST changes."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -77,7 +78,7 @@ def test_on_call_matches_the_minute_by_minute_model(zone, shift, first, since):
     expected = brute_force(rotation, overrides, start, end)
     tiled = shifts(rotation, overrides, start, end)
     assert tiled[0].start == start and tiled[-1].end == end
-    for before, after in zip(tiled, tiled[1:], strict=False):
+    for before, after in itertools.pairwise(tiled):
         assert before.end == after.start
     for shift_ in tiled:
         moment = shift_.start
@@ -153,5 +154,5 @@ def test_shifts_tile_any_range_exactly(zone, hours, offset, span, overrides):
                for i, (at, n) in enumerate(overrides)]
     tiled = shifts(rotation, layered, start, end)
     assert tiled[0].start == start and tiled[-1].end == end
-    assert all(a.end == b.start for a, b in zip(tiled, tiled[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(tiled))
     assert all(s.start < s.end for s in tiled)
