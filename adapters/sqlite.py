@@ -43,7 +43,7 @@ from pager_actors.domain import (
     Notify,
     Record,
     TimelineEntry,
-    parse_target,
+    parse_contact,
 )
 from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
@@ -359,7 +359,7 @@ class SqliteStore:
                 f"SELECT delivery_id, service_id, incident, level, round, target FROM outbox "
                 f"WHERE delivery_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             db.executemany(_INSERT_ENTRY, [
-                _entry_row(sid, Notify(sid, incident, level, parse_target(target), "", "", key,
+                _entry_row(sid, Notify(sid, incident, level, parse_contact(target), "", "", key,
                                        round_).outcome(at, errors[key]))
                 for key, sid, incident, level, round_, target in rows])
 
@@ -405,7 +405,7 @@ class SqliteStore:
             rows = self._reader.execute(
                 "SELECT service_id, incident, level, target, subject, body, delivery_id, round, "
                 "page FROM outbox WHERE status = 'pending' ORDER BY created_at").fetchall()
-        return [Notify(sid, incident, level, parse_target(target), subject, body, key, round_,
+        return [Notify(sid, incident, level, parse_contact(target), subject, body, key, round_,
                        page)
                 for sid, incident, level, target, subject, body, key, round_, page in rows]
 

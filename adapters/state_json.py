@@ -83,6 +83,7 @@ def _incident(incident: Incident) -> dict[str, Any]:
         "opened_at": _time(incident.opened_at), "acknowledged_by": incident.acknowledged_by,
         "acks": incident.acks, "legacy": incident.legacy,
         "reply_code": incident.reply_code, "paged": sorted(incident.paged),
+        "page_targets": sorted(incident.page_targets),
     }
 
 
@@ -94,7 +95,8 @@ def _incident_from(data: dict[str, Any] | None) -> Incident | None:
                     _parse(data["ack_deadline"]), data["round"], data["page"],
                     frozenset(data["failed"]), _parse(data["opened_at"]),
                     data["acknowledged_by"], data["acks"], data["legacy"],
-                    data.get("reply_code"), frozenset(data.get("paged", ())))
+                    data.get("reply_code"), frozenset(data.get("paged", ())),
+                    frozenset(data.get("page_targets", ())))
 
 
 def _time(value: datetime | None) -> str | None:

@@ -36,7 +36,7 @@ from pager_actors._pager import Pager
 from pager_actors._service import Outcome
 from pager_actors.daemon.http import committed
 from pager_actors.daemon.payloads import HttpError
-from pager_actors.domain import MonitoredService, Target
+from pager_actors.domain import Contact, MonitoredService, parse_contact
 from pager_actors.domain.links import ACTIONS, LinkClaim, LinkError, Links, verify
 from pager_actors.logs import get_logger
 
@@ -54,10 +54,10 @@ REPLY = re.compile(r"\s*(ack|res)\s+([0-9a-z]{4,6})\s*[.!]?\s*", re.IGNORECASE)
 MAX_FORM_BYTES = 16 * 1024
 SEEN_MESSAGES = 10_000
 
-Who = Callable[[str, Target], str]  # (channel, target) -> "mail:alice" or "mail:a***@x.com"
+Who = Callable[[str, Contact], str]  # (channel, target) -> "mail:alice" or "mail:a***@x.com"
 
 
-def masked_who(channel: str, target: Target) -> str:
+def masked_who(channel: str, target: Contact) -> str:
     """`by` for a contact that belongs to nobody known: the channel and the masked contact."""
     return f"{channel}:{target.masked}"
 
@@ -108,9 +108,9 @@ class _LinkPages:
         claim, state = found
         incident = state.incident
         assert incident is not None
-        level, index = claim.target
-        target = incident.policy.level(level).targets[index]
-        by = self._who("mail", target)
+        uri = self._links.contact(claim, incident.paged)
+        assert uri is not None  # checked by _claim
+        by = self._who("mail", parse_contact(uri))
         command = self._pager.acknowledge if claim.action == "ack" else self._pager.healthy
         title = f"{claim.service_id} #{claim.incident}"
         try:
@@ -137,9 +137,7 @@ class _LinkPages:
             return _page(f"{claim.service_id} #{claim.incident}",
                          f"<p class=\"done\">{html.escape(claim.service_id)} incident "
                          f"#{claim.incident} is no longer open: nothing to do.</p>")
-        level, index = claim.target
-        levels = incident.policy.levels
-        if not (1 <= level <= len(levels) and 0 <= index < len(levels[level - 1].targets)):
+        if self._links.contact(claim, incident.paged) is None:
             return _page("Link not valid", "<p>This link is not valid.</p>", 403)
         return claim, state
 
@@ -196,16 +194,16 @@ class _SmsReplies:
         incident = state.incident
         if incident is None or incident.number != holder.incident:
             return f"{holder.service_id} #{holder.incident} is no longer open."
-        target = next((t for level in incident.policy.levels for t in level.targets
-                       if t.uri == f"sms:{number}"), None)
-        if target is None or target.uri not in incident.paged:
+        if f"sms:{number}" not in incident.paged:
             log.warning("sms_reply_refused", service=holder.service_id,
                         incident=holder.incident, reason="number not paged")
             return "Not paged for this incident."
         command = self._pager.acknowledge if action == "ack" else self._pager.healthy
         try:
             outcome: Outcome = await committed(command(holder.service_id,
-                                                       by=self._who("sms", target),
+                                                       by=self._who("sms",
+                                                                    parse_contact(
+                                                                        f"sms:{number}")),
                                                        incident=holder.incident))
         except HttpError:
             return "Not recorded: the pager is busy. Reply again in a moment."

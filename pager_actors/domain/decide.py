@@ -13,9 +13,10 @@ that names it; a timer whose token the state no longer holds does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pager_actors.domain.errors import UnknownServiceError
 from pager_actors.domain.links import Links, claim_for
@@ -24,14 +25,18 @@ from pager_actors.domain.model import (
     HEARTBEAT_KEY,
     MAX_WINDOW,
     Alert,
+    Contact,
     EmailTarget,
     EscalationPolicy,
     Incident,
     MonitoredService,
+    RotationTarget,
+    SmsTarget,
     Target,
+    UserTarget,
     Window,
     check_key,
-    parse_target,
+    parse_contact,
     window_token,
 )
 from pager_actors.domain.texts import (
@@ -157,7 +162,7 @@ class Notify(NamedTuple):
     service_id: str
     incident: int
     level: int
-    target: Target
+    target: Contact
     subject: str
     text: str
     key: str
@@ -193,6 +198,22 @@ class Record(NamedTuple):
 
 
 Effect = Notify | ArmTimer | Record
+
+
+class Reached(NamedTuple):
+    """A contact a page goes to, who it belongs to (if known), and how it was found."""
+
+    contact: Contact
+    user: str | None = None
+    via: str | None = None
+
+
+class Resolver(Protocol):
+    """Who `target` (a user or a rotation) stands for at `now`: their contacts, possibly
+    none. Called by `decide` each time a level is paged; pure as far as `decide` knows."""
+
+    def __call__(self, target: UserTarget | RotationTarget,
+                 now: datetime) -> Sequence[Reached]: ...
 
 # -- decisions --------------------------------------------------------------
 
@@ -237,15 +258,18 @@ def decide(
     ack_timeout: timedelta,
     fmt: PageFormat = DEFAULT_FORMAT,
     next_code: str | None = None,
+    resolve: Resolver | None = None,
 ) -> Decision:
     """Apply one command to one service. Raises UnknownServiceError without a policy.
 
     `fmt` says what pages carry besides the alert; `next_code` is the reply code
-    reserved for the next incident this service opens (when `fmt.reply_codes`).
+    reserved for the next incident this service opens (when `fmt.reply_codes`);
+    `resolve` says whom `user:` and `rotation:` targets stand for now (without it, they
+    reach nobody and the fallback is paged).
     """
     if policy is None:
         raise UnknownServiceError(service.service_id)
-    core = _Core(service, policy, now, ack_timeout, fmt, next_code)
+    core = _Core(service, policy, now, ack_timeout, fmt, next_code, resolve)
     match command:
         case RaiseAlert(message, key):
             return core.fire(key, message)
@@ -272,13 +296,14 @@ class _Core:
     """One decision's context. Builds values with their constructors: on the hot path
     `dataclasses.replace` costs several microseconds a call."""
 
-    __slots__ = ("ack_timeout", "effects", "fmt", "next_code", "now", "policy", "sid", "state",
-                 "version")
+    __slots__ = ("ack_timeout", "effects", "fmt", "next_code", "now", "policy", "resolve",
+                 "sid", "state", "version")
 
     def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,  # noqa: PLR0917
-                 ack_timeout: timedelta, fmt: PageFormat, next_code: str | None) -> None:
+                 ack_timeout: timedelta, fmt: PageFormat, next_code: str | None,
+                 resolve: Resolver | None) -> None:
         self.state, self.policy, self.now = state, policy, now
-        self.next_code = next_code
+        self.next_code, self.resolve = next_code, resolve
         self.version = state.version + 1  # every state this decision builds is the next one
         self.ack_timeout, self.fmt = ack_timeout, fmt
         self.sid = state.service_id
@@ -410,7 +435,7 @@ class _Core:
         text = f"{line}: {cut(one_line(incident.message), 120)}"
         kind = f"{what}{incident.acks + 1}" if what == "acknowledged" else what
         for uri in sorted(incident.paged):
-            target = parse_target(uri)
+            target = parse_contact(uri)
             self.effects.append(Notify(sid, number, incident.level, target, line, text,
                                        f"{sid}/{number}/status/{kind}/{uri}", incident.round,
                                        incident.page))
@@ -443,6 +468,13 @@ class _Core:
         if round_ > policy.rounds:
             self._record("exhausted", incident.number, level=incident.level,
                          round=incident.round)
+            if self.fmt.fallback:  # nobody acknowledged: the fallback hears it, once
+                number = incident.number
+                self._send(number, incident.level, incident.round, incident.page,
+                           [Reached(c, None, "fallback") for c in self.fmt.fallback],
+                           incident.message, f"{headline(self.sid, number, incident.level)}: "
+                           "escalation exhausted, nobody acknowledged", "", None,
+                           f"{self.sid}/{number}/exhausted/")
             disarmed = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
             return self._done(self._service(disarmed), "escalation_exhausted", reason)
         self._record("escalated", incident.number, level=level, round=round_)
@@ -457,46 +489,74 @@ class _Core:
         return self._done(self._service(paged), "ack_expired")
 
     def _paged(self, incident: Incident, level: int, round_: int, firing: int) -> Incident:
-        """Page `level` of `incident` (its next page number) and arm its ack timeout."""
+        """Page `level` of `incident` (its next page number) and arm its ack timeout.
+
+        Each target is resolved now: a rotation to whoever is on call, a user to all of
+        their contacts. A level that reaches nobody pages the fallback, if there is one."""
         page, number, sid, now = incident.page + 1, incident.number, self.sid, self.now
         policy, message = incident.policy, incident.message
         token = token_for(sid, number, level, round_, page)
         deadline = now + self.ack_timeout
+        reached = self._reach(policy.level(level).targets)
+        if not reached:
+            self._record("no_one_on_call", number, level=level, round=round_)
+            reached = [Reached(contact, None, "fallback") for contact in self.fmt.fallback]
         head = headline(sid, number, level)
         if policy.repeat:
             head += f", round {round_} of {policy.rounds}"
         more = f"+{firing - 1} more firing" if firing > 1 else ""
-        targets = policy.level(level).targets
-        flat = one_line(message)
-        fmt, code = self.fmt, incident.reply_code
-        mail = sms = ("", "")  # (subject, text), each rendered once per level
-        if any(isinstance(target, EmailTarget) for target in targets):
-            mail = (subject(sid, flat, f"({more})" if more else ""),
-                    mail_body(head, message, more))
-        if not all(isinstance(target, EmailTarget) for target in targets):
-            reply = f"Reply ACK {code} to acknowledge, RES {code} to resolve." if code else ""
-            sms = ("", sms_text(head, flat, fmt, " ".join(filter(None, (more, reply)))))
-        prefix = f"{sid}/{number}/r{round_}/l{level}/p{page}/"
-        effects = self.effects
-        for index, target in enumerate(targets):
-            by_mail = isinstance(target, EmailTarget)
-            text = mail if by_mail else sms
-            if by_mail and fmt.links is not None:  # links are bound to their target
-                text = (mail[0], mail_body(head, message, more,
-                                           self._links(fmt.links, number, (level, index))))
-            effects.append(Notify(sid, number, level, target, text[0], text[1],
-                                  prefix + target.uri, round_, page))
-            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
-                                                     target.masked,
-                                                     "mail" if by_mail else "sms")))
-        effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        self._send(number, level, round_, page, reached, message, head, more,
+                   incident.reply_code, f"{sid}/{number}/r{round_}/l{level}/p{page}/")
+        self.effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        uris = frozenset(r.contact.uri for r in reached)
         return Incident(number, message, policy, level, False, token, deadline, round_, page,
                         frozenset(), incident.opened_at, incident.acknowledged_by,
-                        incident.acks, incident.legacy, code,
-                        incident.paged | {target.uri for target in targets})
+                        incident.acks, incident.legacy, incident.reply_code,
+                        incident.paged | uris if incident.paged else uris, uris)
 
-    def _links(self, links: Links, number: int, target: tuple[int, int]) -> str:
+    def _reach(self, targets: tuple[Target, ...]) -> list[Reached]:
+        """The contacts `targets` stand for now, each once, in order."""
+        reached: dict[str, Reached] = {}
+        resolve = self.resolve
+        for target in targets:
+            if isinstance(target, EmailTarget | SmsTarget):
+                reached.setdefault(target.uri, Reached(target, None, None))
+            elif resolve is not None:
+                for found in resolve(target, self.now):
+                    reached.setdefault(found.contact.uri, found)
+        return list(reached.values())
+
+    def _send(self, number: int, level: int, round_: int, page: int,  # noqa: PLR0917
+              reached: list[Reached], message: str, head: str, more: str, code: str | None,
+              prefix: str) -> None:
+        """One page to each contact reached, rendered once per channel (and per mail when
+        the mail carries its own links), each recorded in the timeline."""
+        sid, now, fmt = self.sid, self.now, self.fmt
+        flat = one_line(message)
+        mail = sms = ("", "")  # (subject, text)
+        if any(isinstance(r.contact, EmailTarget) for r in reached):
+            mail = (subject(sid, flat, f"({more})" if more else ""),
+                    mail_body(head, message, more))
+        if any(isinstance(r.contact, SmsTarget) for r in reached):
+            reply = f"Reply ACK {code} to acknowledge, RES {code} to resolve." if code else ""
+            sms = ("", sms_text(head, flat, fmt, " ".join(filter(None, (more, reply)))))
+        effects = self.effects
+        for contact, user, via in reached:
+            by_mail = isinstance(contact, EmailTarget)
+            text = mail if by_mail else sms
+            if by_mail and fmt.links is not None:  # links are bound to their contact
+                text = (mail[0], mail_body(head, message, more,
+                                           self._links(fmt.links, number, contact.uri)))
+            effects.append(Notify(sid, number, level, contact, text[0], text[1],
+                                  prefix + contact.uri, round_, page))
+            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
+                                                     contact.masked,
+                                                     "mail" if by_mail else "sms",
+                                                     user=user, via=via)))
+
+    def _links(self, links: Links, number: int, uri: str) -> str:
         """The lines a mail ends with: Acknowledge, Resolve, and the incident's page."""
+        target = links.digest(uri)
         ack = links.respond_url(claim_for("ack", self.sid, number, target, self.now))
         res = links.respond_url(claim_for("res", self.sid, number, target, self.now))
         page = links.url(f"/services/{self.sid}/incidents/{number}")
@@ -513,7 +573,7 @@ class _Core:
                 or target in incident.failed:
             return self._ignored("stale_delivery")
         failed = incident.failed | {target}
-        if failed >= {t.uri for t in incident.policy.level(incident.level).targets}:
+        if failed >= incident.page_targets:
             return self._escalate(incident, "delivery_failed")
         noted = incident._replace(failed=failed)
         return self._done(self._service(noted), "page_failed")

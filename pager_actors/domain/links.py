@@ -1,12 +1,12 @@
 """Signed links in mail pages: "Acknowledge" and "Resolve" in one click.
 
 A link carries an opaque id: its claim (action, service, incident, which
-target of the incident's policy was paged, expiry) in base64url, the id of
-the key that signed it, and an HMAC-SHA256 over both. It never carries the
-target's address, which would leak through logs and Referer headers: the
-target is its place in the incident's policy snapshot, which the server
-looks up. Several keys verify, so the secret can be rotated while links
-signed with the old one still work (they expire within 24 h anyway).
+contact was paged, expiry) in base64url, the id of the key that signed it,
+and an HMAC-SHA256 over both. It never carries the contact's address, which
+would leak through logs and Referer headers: the contact is named by a keyed
+digest, which the server matches against the contacts the incident paged.
+Several keys verify, so the secret can be rotated while links signed with the
+old one still work (they expire within 24 h anyway).
 
 Pure: the caller passes `now`; hmac and hashlib are the standard library.
 """
@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -57,15 +58,25 @@ class Links:
     def respond_url(self, claim: LinkClaim) -> str:
         return self.url(f"/respond/{sign(self.keys[0], claim)}")
 
+    def digest(self, uri: str) -> str:
+        """The opaque name of a contact in a link: keyed, so a number cannot be guessed back
+        from it by trying them all."""
+        return contact_digest(self.keys[0], uri)
+
+    def contact(self, claim: LinkClaim, uris: Iterable[str]) -> str | None:
+        """Which of `uris` the claim names (checked with every key), or None."""
+        return next((uri for uri in uris for key in self.keys
+                     if hmac.compare_digest(contact_digest(key, uri), claim.target)), None)
+
 
 class LinkClaim(NamedTuple):
     """What a link lets its holder do: `action` (ack, res) on `incident` of `service_id`,
-    as the target at `target` (level, index) of the incident's policy, until `expires`."""
+    as the paged contact whose keyed digest is `target`, until `expires`."""
 
     action: str
     service_id: str
     incident: int
-    target: tuple[int, int]
+    target: str
     expires: int  # seconds since the epoch
 
 
@@ -73,7 +84,11 @@ class LinkError(Exception):
     """The link is not one of ours, or no longer valid (the message says which)."""
 
 
-def claim_for(action: str, service_id: str, incident: int, target: tuple[int, int],
+def contact_digest(key: LinkKey, uri: str) -> str:
+    return _b64(hmac.new(key.secret, b"contact\0" + uri.encode(), hashlib.sha256).digest()[:9])
+
+
+def claim_for(action: str, service_id: str, incident: int, target: str,
               now: datetime) -> LinkClaim:
     return LinkClaim(action, service_id, incident, target,
                      int((now + LINK_LIFETIME).timestamp()))
@@ -81,7 +96,7 @@ def claim_for(action: str, service_id: str, incident: int, target: tuple[int, in
 
 def sign(key: LinkKey, claim: LinkClaim) -> str:
     body = _b64(json.dumps([claim.action, claim.service_id, claim.incident,
-                            list(claim.target), claim.expires],
+                            claim.target, claim.expires],
                            separators=(",", ":")).encode())
     return f"{body}.{key.kid}.{_mac(key, body)}"
 
@@ -95,8 +110,8 @@ def verify(keys: tuple[LinkKey, ...], link_id: str, now: datetime) -> LinkClaim:
         raise LinkError("this link is not valid")
     try:
         action, service_id, incident, target, expires = json.loads(_unb64(body))
-        claim = LinkClaim(str(action), str(service_id), int(incident),
-                          (int(target[0]), int(target[1])), int(expires))
+        claim = LinkClaim(str(action), str(service_id), int(incident), str(target),
+                          int(expires))
     except (ValueError, TypeError, IndexError) as error:  # signed by us: cannot happen
         raise LinkError("this link is not valid") from error
     if claim.action not in ACTIONS:

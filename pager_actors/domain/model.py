@@ -50,17 +50,68 @@ class SmsTarget:
 
 
 
-Target = EmailTarget | SmsTarget
+Contact = EmailTarget | SmsTarget
 
 
-def parse_target(uri: str) -> Target:
-    """`mailto:someone@example.com` or `sms:+33600000001` -> a target. Raises ValueError."""
+@dataclass(frozen=True, slots=True)
+class UserTarget:
+    """A person by id: paging them pages every contact they have, resolved at page time."""
+
+    id: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "user")
+        object.__setattr__(self, "uri", f"user:{self.id}")
+        object.__setattr__(self, "masked", self.uri)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationTarget:
+    """Whoever a rotation puts on call when the page is decided."""
+
+    id: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "rotation")
+        object.__setattr__(self, "uri", f"rotation:{self.id}")
+        object.__setattr__(self, "masked", self.uri)
+
+
+Target = EmailTarget | SmsTarget | UserTarget | RotationTarget
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_id(value: str, what: str) -> None:
+    if not _ID.fullmatch(value):
+        raise ValueError(f"not a {what} id (1-64 of A-Z a-z 0-9 . _ -): {value!r}")
+
+
+def parse_contact(uri: str) -> Contact:
+    """`mailto:someone@example.com` or `sms:+33600000001` -> a contact. Raises ValueError."""
     scheme, sep, rest = uri.partition(":")
     if sep and scheme == "mailto":
         return EmailTarget(rest)
     if sep and scheme == "sms":
         return SmsTarget(rest)
-    raise ValueError(f"not a target (want mailto:ADDRESS or sms:NUMBER): {uri!r}")
+    raise ValueError(f"not a contact (want mailto:ADDRESS or sms:NUMBER): {uri!r}")
+
+
+def parse_target(uri: str) -> Target:
+    """A level target: a contact, `user:ID` or `rotation:ID`. Raises ValueError."""
+    scheme, sep, rest = uri.partition(":")
+    if sep and scheme == "user":
+        return UserTarget(rest)
+    if sep and scheme == "rotation":
+        return RotationTarget(rest)
+    if sep and scheme in ("mailto", "sms"):
+        return parse_contact(uri)
+    raise ValueError(f"not a target (want mailto:ADDRESS, sms:NUMBER, user:ID or "
+                     f"rotation:ID): {uri!r}")
 
 
 @dataclass(frozen=True, init=False)
@@ -202,8 +253,9 @@ class Incident(NamedTuple):
     own delivery id; `failed` holds the targets whose page number `page`
     failed for good. `legacy` marks an incident opened before alerts had keys:
     a resolve of any key closes it. `reply_code` is what an SMS reply names it
-    by (when replies are on); `paged` holds every target URI paged for it, who
-    may answer by SMS and who gets status updates.
+    by (when replies are on); `paged` holds every contact URI paged for it, who
+    may answer by SMS and who gets status updates; `page_targets` those of page
+    number `page` (a level whose every one failed escalates at once).
     """
 
     number: int
@@ -222,6 +274,7 @@ class Incident(NamedTuple):
     legacy: bool = False
     reply_code: str | None = None
     paged: frozenset[str] = frozenset()
+    page_targets: frozenset[str] = frozenset()
 
 
 class ArmedTimer(NamedTuple):

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from pager_actors.domain.links import Links
+from pager_actors.domain.model import EmailTarget, SmsTarget
 
 ELLIPSIS = "…"
 SUBJECT_MAX_CHARS = 200
@@ -40,13 +41,16 @@ class PageFormat:
     - `links`: where and how to sign Acknowledge/Resolve links in mails (None: no links);
     - `reply_codes`: whether SMS pages end with a reply code (SMS replies can arrive);
     - `status_updates`: whether everyone paged hears when the incident is acknowledged
-      or resolved.
+      or resolved;
+    - `fallback`: who is paged when a level reaches nobody (nobody on call), and once
+      when escalation is exhausted (`[pager] fallback`).
     """
 
     sms_message_chars: int = 300
     links: Links | None = None
     reply_codes: bool = False
     status_updates: bool = False
+    fallback: tuple[EmailTarget | SmsTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if not 20 <= self.sms_message_chars <= 1000:
