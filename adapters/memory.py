@@ -19,6 +19,7 @@ from pager_actors.domain import (
 )
 from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
+from pager_actors.oncall import Override
 from pager_actors.ports import DeliveryResult, Transition, VersionConflictError
 
 
@@ -145,6 +146,8 @@ class InMemoryStore:
         self._states: dict[str, MonitoredService] = {}
         self._pending: dict[str, Notify] = {}
         self._timelines: dict[tuple[str, int | None], list[TimelineEntry]] = {}
+        self._overrides: dict[str, list[Override]] = {}
+        self._override_ids = 0
         self.failed: dict[str, str] = {}
 
     def load(self, service_id: str) -> MonitoredService | None:
@@ -223,6 +226,35 @@ class InMemoryStore:
                 else:
                     del self._timelines[key]
         return removed
+
+    def add_override(self, rotation: str, user: str, start: datetime, end: datetime,
+                     created: datetime) -> Override:
+        with self._lock:
+            self._override_ids += 1
+            override = Override(self._override_ids, user, start, end)
+            self._overrides.setdefault(rotation, []).append(override)
+            return override
+
+    def remove_override(self, rotation: str, override: int) -> bool:
+        with self._lock:
+            kept = [o for o in self._overrides.get(rotation, []) if o.id != override]
+            removed = len(kept) != len(self._overrides.get(rotation, []))
+            self._overrides[rotation] = kept
+            return removed
+
+    def overrides(self) -> dict[str, list[Override]]:
+        with self._lock:
+            return {rotation: list(found) for rotation, found in self._overrides.items()
+                    if found}
+
+    def prune_overrides(self, before: datetime) -> int:
+        with self._lock:
+            removed = 0
+            for rotation, found in self._overrides.items():
+                kept = [o for o in found if o.end >= before]
+                removed += len(found) - len(kept)
+                self._overrides[rotation] = kept
+            return removed
 
     def probe(self) -> None:
         """Memory always takes a write."""
