@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -130,6 +133,46 @@ class ManualTimer:
         return [self._on_timeout(t.service_id, t.token) for t in due]  # type: ignore[misc]
 
 
+class ManualClock:
+    """An AlarmClock (`pager_actors.ports`) that moves only when a test advances it.
+
+    `call_later` callbacks run in the thread that calls `advance()`, in due
+    order, before it returns: a throttle's wake-up has happened by then.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self._due: list[tuple[float, int, Callable[[], object]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (self._now + max(delay, 0.0), next(self._order), fn))
+
+    def pending(self) -> int:
+        """Callbacks not yet due."""
+        with self._lock:
+            return len(self._due)
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock forward and run every callback now due (also those that the
+        callbacks ask for, if due); how many ran."""
+        with self._lock:
+            self._now += seconds
+        ran = 0
+        while True:
+            with self._lock:
+                if not self._due or self._due[0][0] > self._now:
+                    return ran
+                _, _, fn = heapq.heappop(self._due)
+            fn()
+            ran += 1
+
+
 class InMemoryStore:
     """The default store: committed states, the outbox and timelines in dicts, lost with the
     process.
@@ -139,6 +182,7 @@ class InMemoryStore:
     """
 
     group_commit: ClassVar[bool] = False
+    RECENT_SENDS = 10_000  # deliveries remembered for `recent_sends`, newest kept
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._lock = threading.Lock()
@@ -148,7 +192,11 @@ class InMemoryStore:
         self._timelines: dict[tuple[str, int | None], list[TimelineEntry]] = {}
         self._overrides: dict[str, list[Override]] = {}
         self._override_ids = 0
+        # (contact URI, delivered at, the delivery or bundle that carried it)
+        self._sent: deque[tuple[str, datetime, str]] = deque(maxlen=self.RECENT_SENDS)
         self.failed: dict[str, str] = {}
+        self.carried_by: dict[str, str] = {}  # a bundled row's delivery id -> its bundle
+        self.withdrawn: set[str] = set()
 
     def load(self, service_id: str) -> MonitoredService | None:
         return self._states.get(service_id)
@@ -179,9 +227,17 @@ class InMemoryStore:
         for result in deliveries:
             notify = self._pending.pop(result.delivery_id, None)
             if notify is not None:
-                self._append(notify.service_id, notify.outcome(now, result.error))
-            if result.error is not None:
+                self._append(notify.service_id, notify.outcome(now, result.error,
+                                                               result.withdrawn))
+                if result.error is None and not result.withdrawn:
+                    self._sent.append((notify.target.uri, now,
+                                       result.carried_by or result.delivery_id))
+            if result.withdrawn:
+                self.withdrawn.add(result.delivery_id)
+            elif result.error is not None:
                 self.failed[result.delivery_id] = result.error
+            if result.carried_by is not None:
+                self.carried_by[result.delivery_id] = result.carried_by
 
     def armed_timers(self) -> list[ArmedTimer]:
         with self._lock:
@@ -194,6 +250,15 @@ class InMemoryStore:
     def open_incidents(self) -> int:
         with self._lock:
             return sum(1 for s in self._states.values() if s.incident is not None)
+
+    def recent_sends(self, since: datetime) -> list[tuple[str, datetime]]:
+        """From the last RECENT_SENDS deliveries."""
+        with self._lock:
+            first: dict[str, tuple[str, datetime]] = {}
+            for uri, at, carrier in self._sent:
+                if at >= since:
+                    first.setdefault(carrier, (uri, at))
+        return sorted(first.values(), key=lambda send: send[1])
 
     def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
         with self._lock:

@@ -8,7 +8,9 @@ migrated on open, their rows kept):
   maintenance windows, heartbeat), the timers it relies on (so recovery
   finds them without decoding every state) and whether an incident is open.
 - `outbox`: one row per page, keyed by its delivery id, `pending` until the
-  adapter reports it `delivered` or `failed`.
+  adapter reports it `delivered` or `failed`, or the dispatcher `withdrawn` (an
+  ack came while a throttle held it back); `carried_by` names the bundle that
+  carried a row. Throttles are rebuilt at start from the rows delivered lately.
 - `timeline`: each incident's events, appended in the same transaction as the
   state that caused them; delivery outcomes are appended as they are marked.
 - `meta`: small facts of the store itself; the readiness probe's row.
@@ -324,11 +326,12 @@ class SqliteStore:
                 db.execute(f"PRAGMA user_version = {target}")
 
     def _prune(self) -> None:
-        """Delivered rows older than a week are history, not outbox."""
+        """Delivered and withdrawn rows older than a week are history, not outbox."""
         cutoff = time.time() - KEEP_DELIVERED.total_seconds()
         with self._write_lock, self._transaction(self._writer):
             self._writer.execute(
-                "DELETE FROM outbox WHERE status = 'delivered' AND settled_at < ?", (cutoff,))
+                "DELETE FROM outbox WHERE status IN ('delivered', 'withdrawn') "
+                "AND settled_at < ?", (cutoff,))
 
     @contextlib.contextmanager
     def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
@@ -421,13 +424,14 @@ class SqliteStore:
     def _settle(self, db: sqlite3.Connection, deliveries: Sequence[DeliveryResult],
                 now: float) -> None:
         """Mark the rows, and append each page's outcome to its incident's timeline."""
-        errors = {r.delivery_id: _text(r.error) for r in deliveries}
+        results = {r.delivery_id: r._replace(error=_text(r.error)) for r in deliveries}
         db.executemany(
-            "UPDATE outbox SET status = ?, settled_at = ?, last_error = ? WHERE delivery_id = ?",
-            [("delivered" if error is None else "failed", now, error, key)
-             for key, error in errors.items()])
+            "UPDATE outbox SET status = ?, settled_at = ?, last_error = ?, carried_by = ? "
+            "WHERE delivery_id = ?",
+            [("withdrawn" if r.withdrawn else "delivered" if r.error is None else "failed",
+              now, r.error, r.carried_by, key) for key, r in results.items()])
         at = datetime.fromtimestamp(now, UTC)
-        keys = list(errors)
+        keys = list(results)
         for start in range(0, len(keys), _IN_CHUNK):  # SQLite bounds a statement's variables
             chunk = keys[start:start + _IN_CHUNK]
             rows = db.execute(
@@ -435,7 +439,8 @@ class SqliteStore:
                 f"WHERE delivery_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             db.executemany(_INSERT_ENTRY, [
                 _entry_row(sid, Notify(sid, incident, level, parse_contact(target), "", "", key,
-                                       round_).outcome(at, errors[key]))
+                                       round_).outcome(at, results[key].error,
+                                                       results[key].withdrawn))
                 for key, sid, incident, level, round_, target in rows])
 
     def _apply(self, db: sqlite3.Connection, t: Transition, now: float) -> None:
@@ -488,6 +493,15 @@ class SqliteStore:
         with self._read_lock:
             return int(self._reader.execute(
                 "SELECT count(*) FROM services WHERE open = 1").fetchone()[0])
+
+    def recent_sends(self, since: datetime) -> list[tuple[str, datetime]]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT target, min(settled_at) AS at FROM outbox "
+                "WHERE status = 'delivered' AND settled_at >= ? "
+                "GROUP BY target, coalesce(carried_by, delivery_id) ORDER BY at",
+                (since.timestamp(),)).fetchall()
+        return [(target, datetime.fromtimestamp(at, UTC)) for target, at in rows]
 
     def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
         with self._read_lock:

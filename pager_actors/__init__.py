@@ -5,6 +5,7 @@ from pager_actors._future import CommandFuture
 from pager_actors._pager import DEFAULT_ACK_TIMEOUT, Pager
 from pager_actors._registry import Supervision
 from pager_actors._service import Outcome
+from pager_actors._throttle import Throttle, Throttling
 from pager_actors.domain import (
     EmailTarget,
     EscalationPolicy,
@@ -42,5 +43,7 @@ __all__ = [
     "SmsTarget",
     "Supervision",
     "Target",
+    "Throttle",
+    "Throttling",
     "UnknownServiceError",
 ]

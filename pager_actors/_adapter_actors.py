@@ -9,6 +9,15 @@ at a time, catches and logs any failure, counts it, reports the delivery
 result to the outbox, and never lets one target's failure stop the next. If an
 actor itself crashes, the Dispatcher puts its unfinished effects back in their
 lanes and starts a new one.
+
+With a throttle (`Throttling`), mail and SMS lanes hold back a contact over
+its limit; what waited goes out as one `Bundle` once the window allows. The
+actor sends it as one message (`pager_actors.domain.bundle`), then settles
+every page it carried with that one outcome and `carried_by` its id, and
+tells each page's service of a final failure, as for a single page. An
+acknowledged or closed incident's `Withdraw` takes its pages still waiting in
+throttled lanes out (their rows are settled `withdrawn`); status updates and
+pages already handed to an actor go out.
 """
 
 from __future__ import annotations
@@ -16,28 +25,36 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, NamedTuple
 
 import pykka
 
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
-from pager_actors._lanes import DeliveryLanes, LanesClosed
+from pager_actors._lanes import DeliveryLanes, Holding, LanesClosed
+from pager_actors._throttle import SendLog, Throttling
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     ArmTimer,
+    Contact,
     Effect,
     EmailTarget,
     Notify,
     Record,
     SmsTarget,
+    Withdraw,
     mask_target,
     mask_text,
+    parse_contact,
 )
+from pager_actors.domain.bundle import bundle_mail, bundle_sms
 from pager_actors.logs import get_logger, info_enabled
 from pager_actors.ports import (
+    AlarmClock,
     DeliveryResult,
     MailSender,
     SmsSender,
@@ -71,22 +88,61 @@ class RetryPolicy:
         return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * self.jitter())
 
 
+class Bundle(NamedTuple):
+    """Pages to one contact that a throttle held back, sent as one message. `id` is unique
+    (`bundle/<uuid>`): each page's outbox row is marked `carried_by` it."""
+
+    id: str
+    pages: tuple[Notify, ...]
+
+    @property
+    def target(self) -> Contact:
+        return self.pages[0].target
+
+
+Sendable = Effect | Bundle
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     """An effect's next attempt, after a transient failure."""
 
-    effect: Effect
+    effect: Sendable
     attempt: int
 
 
-Job = Effect | Retry
+Job = Sendable | Retry
 Lanes = DeliveryLanes[ServiceInbox, Job]
 
 
 def recipient(job: Job) -> Hashable:
-    """Who a job is for: the target of a notification, the service of a timer."""
+    """Who a job is for: the target of a notification or bundle, the service of a timer."""
     effect = job.effect if type(job) is Retry else job
-    return effect.target if type(effect) is Notify else effect.service_id  # type: ignore[union-attr]
+    return effect.service_id if type(effect) is ArmTimer else effect.target  # type: ignore[union-attr]
+
+
+def _pages(job: Job) -> tuple[Notify, ...]:
+    """The pages a mail or SMS job carries."""
+    effect = job.effect if isinstance(job, Retry) else job
+    if isinstance(effect, Bundle):
+        return effect.pages
+    assert isinstance(effect, Notify), effect
+    return (effect,)
+
+
+def _page_count(job: Job) -> int:
+    effect = job.effect if isinstance(job, Retry) else job
+    return len(effect.pages) if isinstance(effect, Bundle) else 1
+
+
+def bundle(jobs: list[Job]) -> Bundle:
+    """Jobs that waited for one contact, as one bundle (bundles and retries among them
+    unpacked)."""
+    return Bundle(f"bundle/{uuid.uuid4()}", tuple(page for job in jobs for page in _pages(job)))
+
+
+def _is_retry(job: Job) -> bool:
+    return type(job) is Retry
 
 
 class ChannelCounts:
@@ -167,11 +223,15 @@ class _PortActor(pykka.ThreadingActor):
                     # Stopping: not a final failure. The row stays pending for the next start.
                     self._log.warning(f"{self.channel}_deferred", error=_storable(failure),
                                       **_describe(effect))
-                    self._work.end()
+                    self._work.end(_page_count(effect))
                 return  # still pending work: the retry ends it
             error = _storable(failure)
         except Exception as failure:  # a port failure is reported, never fatal
             error = _storable(failure)
+        self._report(effect, attempt, error)
+
+    def _report(self, effect: Sendable, attempt: int, error: str | None) -> None:
+        """Count and log the outcome, tell the services of failed pages, settle the rows."""
         if error is not None:
             self._counts.failed += 1
             self._log.warning(f"{self.channel}_failed", error=error, attempts=attempt,
@@ -180,19 +240,26 @@ class _PortActor(pykka.ThreadingActor):
             self._counts.succeeded += 1
             if self._log_each:
                 self._log.info(self._done_event, **_describe(effect))
-        if error is not None and self._page_failed is not None and isinstance(effect, Notify):
+        if type(effect) is ArmTimer:
+            self._work.end()
+            return
+        pages = _pages(effect)
+        if error is not None and self._page_failed is not None:
             # Before the result settles: its own work begins before this delivery's ends, so
             # flush() and stop() wait for it. A level whose every page failed escalates at once.
-            self._page_failed(effect)
-        if self._settle is not None and isinstance(effect, Notify):
-            self._settle(DeliveryResult(effect.key, error))  # ends the work once recorded
-        else:
-            self._work.end()
+            for page in pages:
+                self._page_failed(page)
+        if self._settle is None:
+            self._work.end(len(pages))
+            return
+        carrier = effect.id if type(effect) is Bundle else None
+        for page in pages:  # each ends its unit of work once recorded
+            self._settle(DeliveryResult(page.key, error, carrier))
 
     def _call(self, effect: Any) -> None:
         raise NotImplementedError
 
-    def _schedule_retry(self, effect: Effect, attempt: int, failure: Exception) -> bool:
+    def _schedule_retry(self, effect: Sendable, attempt: int, failure: Exception) -> bool:
         delay = self._retry.delay(attempt)
         if not self._retry_later(delay, Retry(effect, attempt + 1)):
             return False  # stopping: the outbox row stays pending for the next start
@@ -246,9 +313,12 @@ class MailActor(_PortActor):
         super().__init__(wiring)
         self._port = port
 
-    def _call(self, effect: Notify) -> None:
+    def _call(self, effect: Notify | Bundle) -> None:
         assert isinstance(effect.target, EmailTarget)
-        self._port.send_mail(effect.target.address, effect.subject, effect.text)
+        if type(effect) is Bundle:
+            self._port.send_mail(effect.target.address, *bundle_mail(effect.pages))
+        else:
+            self._port.send_mail(effect.target.address, effect.subject, effect.text)  # type: ignore[union-attr]
 
 
 class SmsActor(_PortActor):
@@ -258,9 +328,10 @@ class SmsActor(_PortActor):
         super().__init__(wiring)
         self._port = port
 
-    def _call(self, effect: Notify) -> None:
+    def _call(self, effect: Notify | Bundle) -> None:
         assert isinstance(effect.target, SmsTarget)
-        self._port.send_sms(effect.target.number, effect.text)
+        text = bundle_sms(effect.pages) if type(effect) is Bundle else effect.text  # type: ignore[union-attr]
+        self._port.send_sms(effect.target.number, text)
 
 
 class TimerActor(_PortActor):
@@ -275,31 +346,48 @@ class TimerActor(_PortActor):
         self._port.set_timeout(effect.service_id, effect.delay, effect.token)
 
 
-def _channel(effect: Effect) -> str:
+def _channel(effect: Sendable) -> str:
     if type(effect) is ArmTimer:
         return "timer"
-    assert type(effect) is Notify, effect  # timeline records never reach the adapters
+    # timeline records never reach the adapters; withdrawals never reach a channel
+    assert type(effect) is Notify or type(effect) is Bundle, effect
     return "mail" if type(effect.target) is EmailTarget else "sms"
 
 
-def _describe(effect: Effect) -> dict[str, object]:
-    assert not isinstance(effect, Record), effect
+def _describe(effect: Sendable) -> dict[str, object]:
+    assert not isinstance(effect, Record | Withdraw), effect
     if isinstance(effect, Notify):
         return {"service": effect.service_id, "incident": effect.incident,
                 "page_level": effect.level, "target": mask_target(effect.target)}
+    if isinstance(effect, Bundle):
+        return {"bundle": effect.id, "pages": len(effect.pages),
+                "target": mask_target(effect.target)}
     return {"service": effect.service_id, "token": effect.token,
             "delay_s": effect.delay.total_seconds()}
+
+
+def _withdrawable(withdraw: Withdraw) -> Callable[[Job], bool]:
+    """Whether a waiting job is one of the incident's pages (not a status update, not a
+    retry of a page a gateway already had, not a bundle)."""
+    service_id, incident = withdraw
+
+    def match(job: Job) -> bool:
+        return type(job) is Notify and job.incident == incident \
+            and job.service_id == service_id and "/status/" not in job.key
+    return match
 
 
 class _Channel:
     """One channel: its lanes, its port, its live adapter actors, and every actor's counts."""
 
     def __init__(self, name: str, actor: type[_PortActor], port: Any,
-                 schedule_check: Callable[[_Channel], None]) -> None:
+                 schedule_check: Callable[[_Channel], None],
+                 holding: Callable[[_Channel], Holding[Job] | None]) -> None:
         self.name = name
         self.actor = actor
         self.port = port
-        self.lanes: Lanes = DeliveryLanes(recipient, lambda: schedule_check(self))
+        self.holding = holding(self)
+        self.lanes: Lanes = DeliveryLanes(recipient, lambda: schedule_check(self), self.holding)
         self.refs: dict[ServiceInbox, pykka.ActorRef[Any]] = {}
         self.counts: list[ChannelCounts] = []  # kept after an actor is gone: counts add up
 
@@ -321,7 +409,8 @@ class Dispatcher:
     """
 
     def __init__(self, work: WorkTracker, counters: Counters, scheduler: Scheduler,
-                 retry: RetryPolicy, concurrency: dict[str, int] | None = None) -> None:
+                 retry: RetryPolicy, concurrency: dict[str, int] | None = None, *,
+                 throttling: Throttling | None = None) -> None:
         self._work = work
         self._counters = counters
         self._scheduler = scheduler
@@ -331,18 +420,60 @@ class Dispatcher:
         self._channels: dict[str, _Channel] = {}
         self._settle: Settle | None = None
         self._page_failed: Callable[[Notify], object] | None = None
+        self._throttling = throttling
+        self._clock: AlarmClock = (throttling and throttling.clock) or scheduler
 
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
               settle: Settle | None,
               page_failed: Callable[[Notify], object] | None = None) -> None:
         self._settle = settle
         self._page_failed = page_failed
-        for channel in (_Channel("mail", MailActor, mail, self._schedule_check),
-                        _Channel("sms", SmsActor, sms, self._schedule_check),
-                        _Channel("timer", TimerActor, timer, self._schedule_check)):
+        check, hold = self._schedule_check, self._holding
+        for channel in (_Channel("mail", MailActor, mail, check, hold),
+                        _Channel("sms", SmsActor, sms, check, hold),
+                        _Channel("timer", TimerActor, timer, check, hold)):
             self._channels[channel.name] = channel
             for _ in range(self._concurrency[channel.name]):
                 self._spawn(channel)
+
+    def _holding(self, channel: _Channel) -> Holding[Job] | None:
+        """What a throttled channel's lanes need; None for a channel without a throttle."""
+        throttle = self._throttling.of(channel.name) if self._throttling else None
+        if throttle is None:
+            return None
+        clock = self._clock
+
+        def wake(delay: float) -> None:
+            # Once the clock is closed the pager is stopping: held pages stay pending for
+            # the next start.
+            with contextlib.suppress(RuntimeError):
+                clock.call_later(delay, lambda: self._wake(channel))
+
+        def held(pages: int) -> None:  # held pages are not work flush() can wait for
+            self._work.add(-pages)
+
+        return Holding(SendLog(throttle), clock.now, wake, bundle, _is_retry, _page_count,
+                       held)
+
+    def restore_throttles(self, sends: list[tuple[str, datetime]], now: datetime) -> int:
+        """Count sends made before this start (from the store: contact URI, when) against
+        the throttles, so a restart does not reset them. Returns how many were counted."""
+        counted = 0
+        mono = self._clock.now()
+        for channel in self._channels.values():
+            if channel.holding is None:
+                continue
+            window = channel.holding.sends.throttle.window
+            mine = [(parse_contact(uri), mono - (now - at).total_seconds())
+                    for uri, at in sends if now - at < window
+                    and uri.startswith("mailto:" if channel.name == "mail" else "sms:")]
+            channel.holding.sends.load(mine)
+            counted += len(mine)
+        return counted
+
+    def _wake(self, channel: _Channel) -> None:
+        for idle, job in channel.lanes.wake():
+            self._hand(channel, idle, job)
 
     def _spawn(self, channel: _Channel) -> None:
         counts = ChannelCounts()
@@ -407,11 +538,35 @@ class Dispatcher:
         return {name: channel.lanes.queued for name, channel in self._channels.items()}
 
     def dispatch(self, effects: tuple[Effect, ...], settled: int = 0) -> None:
-        """Queue `effects`; `settled` units of work end at the same time (one lock, not two)."""
+        """Queue `effects`, in order; `settled` units of work end at the same time (one lock,
+        not two)."""
         self._work.add(len(effects) - settled)
         channels = self._channels
         for effect in effects:
-            self._offer(channels[_channel(effect)], effect)
+            if type(effect) is Withdraw:
+                self._withdraw(effect)
+                self._work.end()
+            else:
+                self._offer(channels[_channel(effect)], effect)
+
+    def _withdraw(self, withdraw: Withdraw) -> None:
+        """Take the incident's pages still waiting in throttled lanes out; their rows are
+        settled `withdrawn`. Unthrottled lanes send what they have."""
+        match = _withdrawable(withdraw)
+        for channel in self._channels.values():
+            if channel.holding is None:
+                continue
+            pages = channel.lanes.withdraw(match)
+            if not pages:
+                continue
+            self._counters.inc("pages_withdrawn", len(pages))
+            log.info("pages_withdrawn", channel=channel.name, service=withdraw.service_id,
+                     incident=withdraw.incident, pages=len(pages))
+            for page in pages:
+                if self._settle is not None:
+                    self._settle(DeliveryResult(page.key, withdrawn=True))  # type: ignore[union-attr]
+                else:
+                    self._work.end()
 
     def _offer(self, channel: _Channel, job: Job) -> None:
         try:
@@ -432,7 +587,7 @@ class Dispatcher:
     def _drop(self, job: Job, reason: str) -> None:
         """A job no actor will run: logged; its outbox row stays pending for the next start."""
         effect = job.effect if isinstance(job, Retry) else job
-        self._work.end()
+        self._work.end(_page_count(effect))
         self._counters.inc("effects_dropped")
         log.error("effect_dropped", reason=reason, **_describe(effect))
 
@@ -440,10 +595,17 @@ class Dispatcher:
         """Drop the effects not started (logged), then stop every adapter actor within `timeout`.
 
         An actor still inside a port call past `timeout` is left to its daemon thread.
+        Pages a throttle held back are expected to wait: one line says how many stay
+        pending for the next start.
         """
         for channel in self._channels.values():
-            for job in channel.lanes.close():
+            held: list[Job] = []
+            for job in channel.lanes.close(held):
                 self._drop(job, "pager stopped")
+            if held:
+                pages = sum(_page_count(job) for job in held)
+                self._work.end(pages)
+                log.warning("held_pages_left_pending", channel=channel.name, pages=pages)
         deadline = time.monotonic() + timeout
         stops = []
         for channel in self._channels.values():

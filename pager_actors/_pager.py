@@ -28,6 +28,7 @@ from pager_actors._future import CommandFuture, failed
 from pager_actors._inbox import Envelope, InboxClosed
 from pager_actors._registry import RegistryActor, Resync, Route, Shutdown, Supervision, Tick
 from pager_actors._service import STATUS, GetStatus, Letter, Outcome, Runtime, ServiceCell
+from pager_actors._throttle import Throttling
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     DEFAULT_KEY,
@@ -130,6 +131,7 @@ class Pager:
         keep_timeline: timedelta = DEFAULT_KEEP_TIMELINE,
         mail_concurrency: int = 8,
         sms_concurrency: int = 8,
+        throttle: Throttling | None = None,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
@@ -141,6 +143,11 @@ class Pager:
 
         `mail_concurrency` and `sms_concurrency`: at most this many sends in
         flight on the channel, and never two for the same recipient.
+
+        `throttle`: at most so many messages per contact in a window, by channel
+        (None, the default: no throttling). Pages over the limit wait and go out as
+        one bundle when the window allows; the sends of the last window are read
+        back from the store first, so a restart does not reset the count.
         """
         if ack_timeout <= timedelta(0):
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
@@ -159,7 +166,8 @@ class Pager:
         work, counters = WorkTracker(), Counters()
         scheduler = Scheduler()
         dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy(),
-                                {"mail": mail_concurrency, "sms": sms_concurrency})
+                                {"mail": mail_concurrency, "sms": sms_concurrency},
+                                throttling=throttle)
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer
@@ -190,6 +198,8 @@ class Pager:
                     overload_timeout=overload_timeout, committer=committer, health=health,
                     codes=codes)
         page_failed.target = pager.page_failed
+        if throttle is not None:  # before recovery resends anything
+            pager._restore_throttles(throttle, clock())
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
         pager._recover(clock())
@@ -212,6 +222,12 @@ class Pager:
             log.warning("pager_recovered", timers_rearmed=len(armed),
                         notifications_resent=len(undelivered),
                         seconds=round(time.perf_counter() - started, 3))
+
+    def _restore_throttles(self, throttle: Throttling, now: datetime) -> None:
+        sends = self._store.recent_sends(now - throttle.longest)
+        counted = self._dispatcher.restore_throttles(sends, now)
+        if counted:
+            log.info("throttles_restored", sends=counted)
 
     def _prune_timeline(self, clock: Callable[[], datetime], keep: timedelta) -> None:
         """Forget timeline entries older than `keep`; again in an hour."""
@@ -326,6 +342,8 @@ class Pager:
     def flush(self, timeout: float = 5.0) -> None:
         """Return once all work submitted so far is done: commits, port calls, outbox marks.
 
+        Pages a throttle holds back for a later window are not waited for (nor by
+        `stop()`); once their window allows, they are work again.
         Raises TimeoutError if work is still pending after `timeout` seconds
         (for example a port call that hangs).
         """

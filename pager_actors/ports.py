@@ -65,6 +65,17 @@ class Timer(Protocol):
 TimeoutCallback = Callable[[str, str], object]
 
 
+class AlarmClock(Protocol):
+    """Monotonic seconds, and a callback after a delay: the engine's `Scheduler`, or
+    `adapters.memory.ManualClock` in tests. Throttles count time with it."""
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        """Call `fn` once `delay` seconds have passed; RuntimeError once closed."""
+        ...
+
+
 @runtime_checkable
 class TimeoutSource(Protocol):
     """A timer that delivers its timeouts itself, once the pager attaches to it."""
@@ -90,14 +101,18 @@ class Transition(NamedTuple):
 
 
 class DeliveryResult(NamedTuple):
-    """The outcome of one outbox row's port call: delivered (error None) or failed.
+    """The outcome of one outbox row's port call: delivered (error None) or failed; or the
+    row was `withdrawn` before any port call (an ack came while a throttle held it back).
 
-    `error` is already masked. The store marks the row and appends `delivered`
-    or `delivery_failed` to the incident's timeline.
+    `error` is already masked. `carried_by` names the bundle that carried the row, when
+    several pages went out as one message. The store marks the row and appends
+    `delivered`, `delivery_failed` or `withdrawn` to the incident's timeline.
     """
 
     delivery_id: str
     error: str | None = None
+    carried_by: str | None = None
+    withdrawn: bool = False
 
 
 class StoreError(PagerError):
@@ -166,6 +181,11 @@ class StateStore(Protocol):
 
     def open_incidents(self) -> int:
         """How many services have an open incident (for the metrics gauge)."""
+        ...
+
+    def recent_sends(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(contact URI, when) of each message delivered since `since`, oldest first; a
+        bundle's rows count once. Throttles are rebuilt from it at start."""
         ...
 
     def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:

@@ -40,6 +40,10 @@ class Scheduler:
         self.last_lag = 0.0
         self.max_lag = 0.0
 
+    def now(self) -> float:
+        """The clock due times are counted on (monotonic seconds by default)."""
+        return self._clock()
+
     def call_later(self, delay: float, fn: Callable[[], object]) -> None:
         due = self._clock() + max(delay, 0.0)
         with self._wake:

@@ -16,6 +16,7 @@ from pager_actors.domain.decide import (
     ResolveAlert,
     StartMaintenance,
     TimerFired,
+    Withdraw,
     decide,
     token_for,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "UnknownServiceError",
     "UserTarget",
     "Window",
+    "Withdraw",
     "check_key",
     "check_service_id",
     "decide",

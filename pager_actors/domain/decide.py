@@ -1,7 +1,8 @@
 """The functional core: `decide(service, command, policy, now=, ack_timeout=)`.
 
 Commands are what a caller asks for; effects are what must happen outside the
-domain as a result (notify a target, arm a timer, append to the timeline).
+domain as a result (notify a target, arm a timer, append to the timeline,
+withdraw the pages a throttle still holds back once nobody needs them).
 `decide` reads no clock, takes no lock and does no I/O: the caller passes
 `now` and carries out the effects.
 
@@ -173,12 +174,14 @@ class Notify(NamedTuple):
     def channel(self) -> str:
         return "mail" if isinstance(self.target, EmailTarget) else "sms"
 
-    def outcome(self, at: datetime, error: str | None) -> TimelineEntry:
-        """The timeline entry of this page's delivery: `delivered`, or `delivery_failed` with
-        its (masked) error."""
-        return TimelineEntry(at, "delivered" if error is None else "delivery_failed",
-                             self.incident, self.level, self.round, self.target.masked,
-                             self.channel, error)
+    def outcome(self, at: datetime, error: str | None,
+                withdrawn: bool = False) -> TimelineEntry:
+        """The timeline entry of this page's delivery: `delivered`, `delivery_failed` with
+        its (masked) error, or `withdrawn` (an ack came while a throttle held it back)."""
+        event = "withdrawn" if withdrawn else "delivered" if error is None \
+            else "delivery_failed"
+        return TimelineEntry(at, event, self.incident, self.level, self.round,
+                             self.target.masked, self.channel, error)
 
 
 class ArmTimer(NamedTuple):
@@ -197,7 +200,15 @@ class Record(NamedTuple):
     entry: TimelineEntry
 
 
-Effect = Notify | ArmTimer | Record
+class Withdraw(NamedTuple):
+    """The incident was acknowledged or closed: its pages that a throttle still holds back
+    need not go out. Status updates and pages already handed to a gateway are kept."""
+
+    service_id: str
+    incident: int
+
+
+Effect = Notify | ArmTimer | Record | Withdraw
 
 
 class Reached(NamedTuple):
@@ -392,6 +403,7 @@ class _Core:
         released = None
         if incident is not None:
             self._record("resolved", incident.number, by=by, key=key)
+            self.effects.append(Withdraw(self.sid, incident.number))  # before status updates
             self._status_update(incident, "resolved", by)
             if incident.reply_code is not None:  # kept a day, so it names no newer incident
                 released = self._released(incident.reply_code)
@@ -421,6 +433,7 @@ class _Core:
             self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
         self._record("acknowledged", incident.number, level=incident.level,
                      round=incident.round, by=by)
+        self.effects.append(Withdraw(self.sid, incident.number))  # before status updates
         self._status_update(incident, "acknowledged", by)
         acked = incident._replace(acknowledged=True, armed_token=token, ack_deadline=deadline,
                                   acknowledged_by=by, acks=acks)

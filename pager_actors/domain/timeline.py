@@ -1,8 +1,8 @@
 """An incident's timeline: what happened to it, in order, as values the store appends.
 
 The domain writes most entries (`opened`, `paged`, `escalated`, ...) as part
-of the transition that caused them; the store adds `delivered` and
-`delivery_failed` when an adapter reports a page's outcome. Targets and
+of the transition that caused them; the store adds `delivered`,
+`delivery_failed` and `withdrawn` when an adapter reports a page's outcome. Targets and
 errors are masked before they get here: a timeline never holds a full
 address or number.
 """
@@ -17,7 +17,7 @@ from typing import NamedTuple
 EVENTS = frozenset({
     "opened", "alert_added", "alert_resolved", "paged", "delivered", "delivery_failed",
     "escalated", "acknowledged", "ack_expired", "suppressed", "resolved", "exhausted",
-    "no_one_on_call",
+    "no_one_on_call", "withdrawn",
 })
 
 
