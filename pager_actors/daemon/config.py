@@ -93,6 +93,8 @@ class MailConfig:
     ca_file: Path | None = None
     timeout: timedelta = timedelta(seconds=10)
     max_concurrency: int = 8
+    max_per_contact: int = 10  # mails to one address per throttle_window; 0: no throttle
+    throttle_window: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class SmsConfig:
     timeout: timedelta = timedelta(seconds=10)
     max_message_chars: int = 300
     max_concurrency: int = 8
+    max_per_contact: int = 1  # SMS to one number per throttle_window (GoAlert's); 0: none
+    throttle_window: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,27 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
             "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "alertmanager": {"service_label": _nonempty},
 }
+
+# Per-contact throttles, the same two keys in [mail] and [sms]: max_per_contact messages to
+# one contact per throttle_window (0 turns the channel's throttle off).
+MAX_PER_CONTACT = 1000
+MAX_THROTTLE_WINDOW = timedelta(days=1)
+
+
+def _throttle_window(value: Any) -> timedelta:
+    window = _positive_duration(value)
+    if window > MAX_THROTTLE_WINDOW:
+        raise ValueError(f"must be at most 1d, got {value!r}")
+    return window
+
+
+def _add_throttle_keys(sections: dict[str, dict[str, Callable[[Any], Any]]]) -> None:
+    for name in ("mail", "sms"):
+        sections[name]["max_per_contact"] = _between(0, MAX_PER_CONTACT)
+        sections[name]["throttle_window"] = _throttle_window
+
+
+_add_throttle_keys(_SECTIONS)
 
 # Keys the environment may set, PAGER_<SECTION>_<KEY>; all but `from` are secrets.
 _FROM_ENVIRONMENT = (("server", "token"), ("server", "secret"), ("server", "previous_secret"),

@@ -32,6 +32,7 @@ from adapters.timer import ThreadedTimer
 from adapters.twilio import TwilioSmsSender
 from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._pager import Pager
+from pager_actors._throttle import Throttle, Throttling
 from pager_actors.daemon import replies
 from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
 from pager_actors.daemon.http import create_app
@@ -87,6 +88,16 @@ def page_format(config: Config) -> PageFormat:
                       reply_codes=config.replies, status_updates=config.pager.status_updates)
 
 
+def throttling(config: Config) -> Throttling:
+    """Per-contact throttles from [mail] and [sms] (max_per_contact 0: that channel has none)."""
+    mail, sms = config.mail, config.sms
+    return Throttling(
+        mail=Throttle(mail.max_per_contact, mail.throttle_window) if mail.max_per_contact
+        else None,
+        sms=Throttle(sms.max_per_contact, sms.throttle_window) if sms.max_per_contact
+        else None)
+
+
 def open_store(config: Config) -> SqliteStore:
     try:
         return SqliteStore(config.pager.state)
@@ -139,6 +150,7 @@ def run(config: Config) -> int:
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
+        throttle=throttling(config),
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
     app = create_app(pager, config, metrics, services=policies.service_ids,
