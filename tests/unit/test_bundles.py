@@ -79,7 +79,7 @@ def pages(count: int, service: str = "checkout") -> list[Notify]:
 def test_an_sms_bundle_names_each_page():
     """`3 more pages: checkout0 L1 #1, …`; a status update is named by what it says."""
     *_, acked = run(RaiseAlert("disk"), Acknowledge("alice"))
-    update = [e for e in acked.effects if isinstance(e, Notify) and e.target == PHONE][0]
+    update = next(e for e in acked.effects if isinstance(e, Notify) and e.target == PHONE)
     assert label(update) == "checkout #1 acknowledged"
     text = bundle_sms([*pages(2), update])
     assert text == "3 more pages: checkout0 L1 #1, checkout1 L1 #1, checkout #1 acknowledged"
