@@ -369,7 +369,7 @@ def _describe(effect: Sendable) -> dict[str, object]:
 def _withdrawable(withdraw: Withdraw) -> Callable[[Job], bool]:
     """Whether a waiting job is one of the incident's pages (not a status update, not a
     retry of a page a gateway already had, not a bundle)."""
-    service_id, incident = withdraw
+    service_id, incident, _ = withdraw
 
     def match(job: Job) -> bool:
         return type(job) is Notify and job.incident == incident \
@@ -553,10 +553,11 @@ class Dispatcher:
         """Take the incident's pages still waiting in throttled lanes out; their rows are
         settled `withdrawn`. Unthrottled lanes send what they have."""
         match = _withdrawable(withdraw)
+        contacts = [parse_contact(uri) for uri in withdraw.contacts] or None
         for channel in self._channels.values():
             if channel.holding is None:
                 continue
-            pages = channel.lanes.withdraw(match)
+            pages = channel.lanes.withdraw(match, contacts)
             if not pages:
                 continue
             self._counters.inc("pages_withdrawn", len(pages))

@@ -224,14 +224,18 @@ class DeliveryLanes(Generic[W, J]):
             holding.wake(delay)
         return started
 
-    def withdraw(self, match: Callable[[J], bool]) -> list[J]:
-        """Take out the waiting jobs `match` accepts (never one a worker took); returns them
-        in lane order."""
+    def withdraw(self, match: Callable[[J], bool],
+                 recipients: Iterable[Hashable] | None = None) -> list[J]:
+        """Take out the waiting jobs `match` accepts (never one a worker took), looking in
+        the lanes of `recipients` (None: every lane); returns them in lane order."""
         removed: list[J] = []
         with self._lock:
             if self._closed:
                 return removed
-            for recipient, lane in list(self._waiting.items()):
+            waiting = self._waiting
+            lanes = list(waiting.items()) if recipients is None else [
+                (r, waiting[r]) for r in dict.fromkeys(recipients) if r in waiting]
+            for recipient, lane in lanes:
                 gone = [job for job in lane if match(job)]
                 if not gone:
                     continue

@@ -202,10 +202,12 @@ class Record(NamedTuple):
 
 class Withdraw(NamedTuple):
     """The incident was acknowledged or closed: its pages that a throttle still holds back
-    need not go out. Status updates and pages already handed to a gateway are kept."""
+    need not go out. Status updates and pages already handed to a gateway are kept.
+    `contacts` are the URIs paged for it, where its pages can wait (empty: unknown)."""
 
     service_id: str
     incident: int
+    contacts: tuple[str, ...] = ()
 
 
 Effect = Notify | ArmTimer | Record | Withdraw
@@ -403,7 +405,7 @@ class _Core:
         released = None
         if incident is not None:
             self._record("resolved", incident.number, by=by, key=key)
-            self.effects.append(Withdraw(self.sid, incident.number))  # before status updates
+            self._withdraw(incident)
             self._status_update(incident, "resolved", by)
             if incident.reply_code is not None:  # kept a day, so it names no newer incident
                 released = self._released(incident.reply_code)
@@ -433,11 +435,16 @@ class _Core:
             self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
         self._record("acknowledged", incident.number, level=incident.level,
                      round=incident.round, by=by)
-        self.effects.append(Withdraw(self.sid, incident.number))  # before status updates
+        self._withdraw(incident)
         self._status_update(incident, "acknowledged", by)
         acked = incident._replace(acknowledged=True, armed_token=token, ack_deadline=deadline,
                                   acknowledged_by=by, acks=acks)
         return self._done(self._service(acked), "acknowledged")
+
+    def _withdraw(self, incident: Incident) -> None:
+        """Pages of `incident` still held back need not go out; before any status update, so
+        that it is never withdrawn."""
+        self.effects.append(Withdraw(self.sid, incident.number, tuple(sorted(incident.paged))))
 
     def _status_update(self, incident: Incident, what: str, by: str | None) -> None:
         """Tell everyone paged for `incident` that it was acknowledged or resolved."""

@@ -45,9 +45,10 @@ def actions(decision) -> list[str]:
 
 
 def test_an_ack_withdraws_the_incidents_pages_before_its_status_updates():
-    """Withdraw(service, incident) comes before the status updates the ack sends."""
+    """Withdraw(service, incident, contacts paged) comes before the status updates the ack
+    sends."""
     _, acked = run(RaiseAlert("disk"), Acknowledge("alice"))
-    assert acked.effects[1] == Withdraw("checkout", 1)
+    assert acked.effects[1] == Withdraw("checkout", 1, (MAIL.uri, PHONE.uri))
     assert actions(acked) == ["Withdraw", "status", "status"]
 
 
@@ -56,7 +57,7 @@ def test_closing_an_incident_withdraws_its_pages_too():
     for close in (ResolveAlert("default"), ReportHealthy()):
         _, closed = run(RaiseAlert("disk"), close)
         assert actions(closed) == ["Withdraw", "status", "status"]
-        assert Withdraw("checkout", 1) in closed.effects
+        assert Withdraw("checkout", 1, (MAIL.uri, PHONE.uri)) in closed.effects
 
 
 def test_an_ignored_ack_withdraws_nothing():

@@ -184,6 +184,18 @@ def test_withdrawn_pages_leave_a_bundle_that_has_not_gone_out():
     assert lanes.wake() == []
 
 
+def test_withdrawal_looks_only_in_the_lanes_it_is_told_of():
+    """With recipients named, other lanes are left alone (an incident's pages wait only in
+    its paged contacts' lanes)."""
+    lanes = Lanes("w1")
+    for who in ("alice", "bob"):
+        lanes.offer((who, "x1"))
+        lanes.next("w1")
+        lanes.offer((who, "x2"))
+    assert lanes.withdraw(lambda job: True, ["bob", "carol", "bob"]) == [("bob", "x2")]
+    assert lanes.queued == 1 and lanes.held_pages == 1
+
+
 def test_a_page_a_worker_took_is_never_withdrawn():
     """Only waiting pages can be withdrawn."""
     lanes = Lanes("w1")
