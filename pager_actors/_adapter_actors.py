@@ -467,7 +467,7 @@ class Dispatcher:
             mine = [(parse_contact(uri), mono - (now - at).total_seconds())
                     for uri, at in sends if now - at < window
                     and uri.startswith("mailto:" if channel.name == "mail" else "sms:")]
-            channel.holding.sends.load(mine)
+            channel.lanes.load_sends(mine)
             counted += len(mine)
         return counted
 

@@ -181,6 +181,12 @@ class DeliveryLanes(Generic[W, J]):
             holding.wake(wake)  # type: ignore[union-attr]
         return None
 
+    def load_sends(self, sends: Iterable[tuple[Hashable, float]]) -> None:
+        """Sends made before these lanes existed count against the budget (a restart)."""
+        assert self._holding is not None
+        with self._lock:
+            self._holding.sends.load(sends)
+
     def _join(self, recipient: Hashable, lane: deque[J], job: J) -> bool:
         """`job` joins its recipient's lane; True if a check must be asked for."""
         holding = self._holding
