@@ -10,12 +10,13 @@ exactly as one from the file, and no problem line ever shows a secret's value.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ from pager_actors.domain import (
     parse_target,
 )
 from pager_actors.domain.model import MIN_HEARTBEAT
+from pager_actors.domain.people import User, check_user_id, check_user_name
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -47,6 +52,8 @@ class ServerConfig:
     # A request not received completely (head and body) this long after its first byte
     # gets a 408 and its connection is closed: half-sent requests hold nothing for long.
     request_timeout: timedelta = timedelta(seconds=10)
+    # Proxies whose X-Forwarded-For names the client (the console's login limits).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     services: tuple[EscalationPolicy, ...] = ()
+    users: tuple[User, ...] = ()
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -260,6 +268,22 @@ def _readable_file(value: Any) -> Path:
         raise ValueError(f"no such file: {value!r}")
     return path
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """[server] trusted_proxies: a list of IP addresses or CIDR networks."""
+    if not isinstance(value, list):
+        raise TypeError(f'expected a list of addresses or networks such as ["10.0.0.1", '
+                        f'"192.168.0.0/24"], got {value!r}')
+    networks = []
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"expected an address or network string, got {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as error:
+            raise ValueError(f"not an IP address or network: {item!r} ({error})") from None
+    return tuple(networks)
+
+
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int,
                "request_timeout": _positive_duration},
@@ -277,6 +301,8 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
             "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "alertmanager": {"service_label": _nonempty},
 }
+
+_SECTIONS["server"]["trusted_proxies"] = _networks
 
 # Keys the environment may set, PAGER_<SECTION>_<KEY>; all but `from` are secrets.
 _FROM_ENVIRONMENT = (("server", "token"), ("mail", "username"), ("mail", "password"),
@@ -314,9 +340,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: not UTF-8 text: {error}"]) from error
 
     for name in doc:
-        if name not in (*_SECTIONS, "services"):
+        if name not in (*_SECTIONS, "services", "users"):
             check.problem(f"[{name}]", f"unknown section (known: {', '.join(_SECTIONS)}, "
-                                       "[[services]])")
+                                       "[[services]], [[users]])")
     for section, key in _FROM_ENVIRONMENT:  # checked below exactly as the file's values
         value = environ.get(f"PAGER_{section.upper()}_{key.upper()}")
         if value and isinstance(doc.setdefault(section, {}), dict):
@@ -324,11 +350,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
     # A refused [pager] ack_expiry is reported once, there; the services then default to none.
     services = _services(doc.get("services", []), check, raw["pager"].get("ack_expiry"))
+    users = _users(doc.get("users", []), check)
     config = _assemble(path, raw, services, check)
     if check.problems:
         raise ConfigError(check.problems)
     assert config is not None
-    return config
+    return replace(config, users=users)
 
 
 _SERVICE_KEYS = ("id", "levels", "repeat", "ack_expiry", "heartbeat")
@@ -462,3 +489,68 @@ def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -
             if key not in sms and ("sms", shown) not in check.invalid:
                 check.problem(f"[sms] {shown}", 'required when kind = "twilio" (or set '
                                                 f"PAGER_SMS_{shown.upper()})")
+
+
+_USER_KEYS = ("id", "name", "password_hash", "contacts")
+
+
+def _users(entries: Any, check: _Checker) -> tuple[User, ...]:
+    """[[users]]: people, with an optional password hash (the console) and contacts.
+    A hash's value never appears in a problem line."""
+    from pager_actors.console.passwords import check_password_hash  # noqa: PLC0415 - argon2
+
+    if not isinstance(entries, list):
+        check.problem("[[users]]", "must be an array of tables ([[users]])")
+        return ()
+    users: list[User] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"[[users]] #{i + 1}"
+        if not isinstance(entry, dict):
+            check.problem(where, "must be a table")
+            continue
+        for key in entry:
+            if key not in _USER_KEYS:
+                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_USER_KEYS)})")
+        try:
+            user_id = check_user_id(entry.get("id"))
+        except ValueError as error:
+            check.problem(f"{where} id", str(error))
+            continue
+        where = f"[[users]] #{i + 1} (id {user_id!r})"
+        if user_id in seen:
+            check.problem(f"{where} id", f"duplicate user id, first defined in [[users]] "
+                                         f"#{seen[user_id] + 1}")
+            continue
+        seen[user_id] = i
+        ok = True
+        try:
+            name = check_user_name(entry.get("name"))
+        except ValueError as error:
+            check.problem(f"{where} name", str(error))
+            ok = False
+        password_hash = None
+        if "password_hash" in entry:
+            try:
+                password_hash = check_password_hash(entry["password_hash"])
+            except (TypeError, ValueError) as error:
+                check.problem(f"{where} password_hash", str(error))
+                ok = False
+        contacts = _contacts(entry.get("contacts", []), where, check)
+        if ok and contacts is not None:
+            users.append(User(user_id, name, password_hash, contacts))
+    return tuple(users)
+
+
+def _contacts(value: Any, where: str, check: _Checker) -> tuple[Target, ...] | None:
+    """A user's contacts, parsed like a level's targets; None if any is malformed."""
+    if not isinstance(value, list):
+        check.problem(f"{where} contacts", 'expected a list of "mailto:…"/"sms:…" contacts')
+        return None
+    parsed: list[Target] = []
+    for n, uri in enumerate(value):
+        try:
+            parsed.append(parse_target(uri if isinstance(uri, str) else repr(uri)))
+        except ValueError as error:
+            check.problem(f"{where} contacts[{n}]", f"malformed contact: {error}")
+    return tuple(dict.fromkeys(parsed)) if len(parsed) == len(value) else None

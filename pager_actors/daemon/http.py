@@ -37,7 +37,8 @@ import pykka
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
@@ -74,8 +75,10 @@ _log = logging.getLogger("pager_actors.http")
 
 
 def create_app(pager: Pager, config: Config, metrics: Metrics, *,
-               services: Callable[[], list[str]] | None = None) -> Starlette:
-    """The app. `services` lists the service ids in force (they change on a reload)."""
+               services: Callable[[], list[str]] | None = None,
+               console: ASGIApp | None = None) -> Starlette:
+    """The app. `services` lists the service ids in force (they change on a reload);
+    `console`, the web console, gets every path outside the API and the probes."""
     listed = [policy.service_id for policy in config.services]
     api = _Api(pager, config, metrics, services or (lambda: listed))
     token = config.server.token
@@ -100,6 +103,7 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+        *([Mount("/", app=console)] if console is not None else []),
     ]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed,
                                                         Exception: _internal_error})

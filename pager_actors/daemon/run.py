@@ -9,7 +9,8 @@ Start order, so that a daemon that cannot serve sends nothing:
 4. `daemon_listening`, then uvicorn serves the socket.
 Steps 1 and 2 raise StartupRefused: one line for the operator, exit code 2.
 
-SIGHUP reloads the services and their policies (`Reloader`). SIGTERM/SIGINT:
+SIGHUP reloads the services, their policies and the users (`Reloader`); the
+web console reads the users in force on every request. SIGTERM/SIGINT:
 uvicorn stops accepting and finishes in-flight requests, then the pager drains
 and stops its actors, then the timer and the store close. Exit code 0.
 """
@@ -24,6 +25,8 @@ import ssl
 import threading
 from dataclasses import replace
 
+from starlette.applications import Starlette
+
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
 from adapters.smtp import SmtpMailSender
@@ -32,6 +35,7 @@ from adapters.timer import ThreadedTimer
 from adapters.twilio import TwilioSmsSender
 from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._pager import Pager
+from pager_actors.console import create_console
 from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
@@ -94,6 +98,17 @@ def listen_socket(server: ServerConfig) -> socket.socket:
     return sock
 
 
+def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository,
+                reloader: Reloader) -> Starlette:
+    """The web console, over what is in force: the policies and users of the last reload."""
+    public_url = getattr(config.server, "public_url", None) or ""
+    return create_console(pager, service_ids=policies.service_ids, policy=policies.get,
+                          users=lambda: reloader.config.users,
+                          ack_timeout=config.pager.ack_timeout,
+                          secure_cookies=public_url.startswith("https://"),
+                          trusted_proxies=config.server.trusted_proxies)
+
+
 def run(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; return the process exit code.
 
@@ -124,12 +139,13 @@ def run(config: Config) -> int:
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    app = create_app(pager, config, metrics, services=policies.service_ids)
+    reloader = Reloader(config, policies, pager)
+    app = create_app(pager, config, metrics, services=policies.service_ids,
+                     console=console_app(pager, config, policies, reloader))
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)
-    reloader = Reloader(config, policies, pager)
     # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
     # handler that was there before: make that one a no-op, so the shutdown below runs
     # and the process exits 0.
@@ -155,7 +171,7 @@ def run(config: Config) -> int:
 
 
 class Reloader:
-    """SIGHUP: read the config again and swap in its services and policies.
+    """SIGHUP: read the config again and swap in its services, policies and users.
 
     An invalid file is refused whole: every problem is logged and the running
     config stays. Open incidents keep the policy snapshot they opened with. A
@@ -170,6 +186,12 @@ class Reloader:
         self._policies = policies
         self._pager = pager
         self._lock = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        """The config in force: the settings read at start, the last reload's services
+        and users."""
+        return self._config
 
     def request(self) -> None:
         """From the signal handler: reload on a thread of its own, never in the handler."""
@@ -201,11 +223,13 @@ class Reloader:
             self._policies.replace([*new.services, *kept])
             old_ids = {p.service_id for p in self._config.services}
             new_ids = {p.service_id for p in new.services}
-            log.info("config_reloaded", services=len(new_ids), added=sorted(new_ids - old_ids),
+            log.info("config_reloaded", services=len(new_ids), users=len(new.users),
+                     added=sorted(new_ids - old_ids),
                      removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
                      kept_until_resolved=[p.service_id for p in kept])
-            # The running settings stay; only the services change.
-            self._config = replace(self._config, services=(*new.services, *kept))
+            # The running settings stay; only the services and the people change.
+            self._config = replace(self._config, services=(*new.services, *kept),
+                                   users=new.users)
             return True
 
     def _still_open(self, old: tuple[EscalationPolicy, ...], new: tuple[EscalationPolicy, ...]
