@@ -62,8 +62,10 @@ class LoginPages:
         try:
             form = await read_form(request)
         except FormError as error:
-            raise ConsoleError(error.status, "This form could not be read", str(error)
-                               ) from error
+            if error.status != 415:
+                raise ConsoleError(error.status, "This form could not be read", str(error)
+                                   ) from error
+            form = {}  # not a form at all, so no token either: refused below
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not hmac.compare_digest(form.get("csrf", "").encode(),
                                                 self._token(nonce).encode()):

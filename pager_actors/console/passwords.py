@@ -26,6 +26,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pager_actors.domain.people import User
 
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+# The PHC string argon2 writes: salt and digest in unpadded base64.
+_ARGON2 = re.compile(r"\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=\d+,t=\d+,p=\d+"
+                     r"\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}")
 BCRYPT_COSTS = range(4, 17)
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; other tools cut there too
 # Past these a single check would hold the checker (and a core) for seconds.
@@ -48,6 +51,8 @@ def check_password_hash(text: object) -> str:
                         "is not shown)")
     if text.startswith("$argon2"):
         try:
+            if not _ARGON2.fullmatch(text):
+                raise InvalidHashError()
             found = argon2.extract_parameters(text)
         except (InvalidHashError, ValueError) as error:
             raise ValueError("not a well-formed argon2 hash (its value is not shown); make "

@@ -113,8 +113,10 @@ class Console:
         try:
             form = await read_form(request)
         except FormError as error:
-            raise ConsoleError(error.status, "This form could not be read", str(error)
-                               ) from error
+            if error.status != 415:
+                raise ConsoleError(error.status, "This form could not be read", str(error)
+                                   ) from error
+            form = {}  # not a form at all, so no token either: refused below
         found = self.authenticated(request)
         if found is None:
             raise ConsoleError(403, "Your session has ended",
