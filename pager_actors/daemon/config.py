@@ -33,7 +33,6 @@ from pager_actors.domain import (
 from pager_actors.domain.model import MIN_HEARTBEAT
 from pager_actors.domain.people import User, check_user_id, check_user_name
 
-
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

@@ -19,7 +19,6 @@ from adapters.memory import (
 )
 from pager_actors import Pager
 from pager_actors.console import create_console
-from pager_actors.console.limits import LoginLimits
 from pager_actors.domain.people import User
 from tests.conftest import two_level_policy
 
