@@ -77,7 +77,11 @@ class ServiceRow:
     opened_iso: str
     age: str | None
     alerts: tuple[Alert, ...]
-    in_maintenance: bool
+    maintenance_until: str | None  # the end of the window in force, if any
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self.maintenance_until is not None
 
     @property
     def open(self) -> bool:
@@ -90,15 +94,17 @@ class ServiceRow:
 
 def service_row(state: MonitoredService, now: datetime) -> ServiceRow:
     incident = state.incident
+    ends = [w.end for w in state.windows if w.covers(now)]
+    until = when(max(ends)) if ends else None
     if incident is None:
         return ServiceRow(state.service_id, None, False, None, None, None, None, None, "—", "",
-                          None, state.alerts, state.in_maintenance(now))
+                          None, state.alerts, until)
     opened = incident.opened_at
     return ServiceRow(
         state.service_id, incident.number, incident.acknowledged, incident.acknowledged_by,
         incident.level, len(incident.policy.levels), incident.round, incident.policy.rounds,
         when(opened), iso(opened), duration(now - opened) if opened else None, state.alerts,
-        state.in_maintenance(now))
+        until)
 
 
 def overview(states: list[MonitoredService], now: datetime) -> list[ServiceRow]:

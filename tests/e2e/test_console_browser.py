@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -114,6 +115,7 @@ def browser(monkeypatch) -> Iterator[webdriver.Chrome]:
 def screenshot(driver: webdriver.Chrome, name: str, width: int = 1200) -> Path:
     """The whole page, as tall as it is, saved under tests/artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
+    driver.set_window_size(width, 900)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(width, max(600, min(int(height) + 140, 4000)))
     path = ARTIFACTS / f"{name}.png"
@@ -142,14 +144,15 @@ def test_log_in_see_the_incident_acknowledge_it_and_see_the_timeline(daemon, bro
     assert api(daemon, "POST", "/api/v1/alerts", json={
         "service_id": "search", "message": "index lag above 10 minutes"}).status_code == 202
     assert api(daemon, "POST", "/api/v1/services/search/acknowledge").status_code == 202
+    end = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     assert api(daemon, "POST", "/api/v1/services/payments/maintenance", json={
-        "end": "2099-01-01T00:00:00Z", "reason": "card processor migration"}
-    ).status_code == 400  # more than 7 days: the API refuses it
+        "end": end, "reason": "card processor migration"}).status_code == 201
     driver = browser
 
     driver.get(f"{daemon.url}/")
     WebDriverWait(driver, WAIT).until(shown.url_contains("/login"))
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+    screenshot(driver, "console-login", width=800)
     driver.find_element(By.ID, "user").send_keys("alice")
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
@@ -161,7 +164,10 @@ def test_log_in_see_the_incident_acknowledge_it_and_see_the_timeline(daemon, bro
     assert "Not acknowledged" in cards[0].text and "2 alerts firing" in cards[0].text
     assert "Acknowledged by api" in cards[1].text
     assert driver.title.startswith("(1) Services")
+    assert "In maintenance" in driver.find_element(By.ID, "healthy-title").find_element(
+        By.XPATH, "..").text
     screenshot(driver, "console-overview")
+    screenshot(driver, "console-overview-phone", width=400)
 
     cards[0].find_element(By.LINK_TEXT, "checkout").click()
     wait_text(driver, "Incident #1: not acknowledged")
@@ -185,6 +191,7 @@ def test_log_in_see_the_incident_acknowledge_it_and_see_the_timeline(daemon, bro
         "document.querySelector(\"form[action$='/resolve'] input[name=csrf]\").value = 'forged'")
     driver.find_element(By.XPATH, "//button[normalize-space()='Resolve']").click()
     wait_text(driver, "This form was refused")
+    screenshot(driver, "console-csrf-refused", width=800)
     assert api(daemon, "GET", "/api/v1/services/checkout").json()["health"] == "unhealthy"
     cookie = {c["name"]: c["value"] for c in driver.get_cookies()}["pager_session"]
     forged = httpx.post(f"{daemon.url}/services/checkout/resolve", timeout=10,
