@@ -1,9 +1,10 @@
 """Password hashes: argon2id to make, argon2 or bcrypt to verify, one check at a time.
 
-Verifying a hash costs about 0.1 s of CPU and 64 MiB, on purpose. `PasswordChecker` runs every check on one thread of its own, so a
-flood of logins queues there (and past `max_waiting` is refused at once)
-instead of taking the cores that page people, or the threads that serve the
-console's reads. A login for an unknown account is checked against a dummy
+Verifying a hash costs about 0.1 s of CPU and 64 MiB, on purpose.
+`PasswordChecker` runs every check on one thread of its own, so a flood of
+logins queues there (and past `max_waiting` is refused at once) instead of
+taking the cores that page people, or the threads that serve the console's
+reads. A login for an unknown account is checked against a dummy
 hash made with the parameters of the configured users' hashes, so it takes
 as long as one for a known account.
 """
