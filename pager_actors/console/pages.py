@@ -12,14 +12,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pykka
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from pager_actors.console import views
 from pager_actors.console.site import Console, ConsoleError, settled
-from pager_actors.domain import MonitoredService
+from pager_actors.domain import MonitoredService, PagerError, UnknownServiceError
 from pager_actors.domain.model import MAX_WINDOW
 from pager_actors.domain.timeline import summarize
+from pager_actors.ports import StoreError
 
 REFRESH_SECONDS = 10
 REASON_MAX_CHARS = 200
@@ -35,16 +37,28 @@ class ServicePages:
         found = console.authenticated(request)
         if found is None:
             return console.to_login(request)
-        ids = console.service_ids()
-        states: list[MonitoredService] = await console.read(
-            lambda: [console.pager.state(s) for s in ids])
+        states, unreadable = await console.read(self._states, console.service_ids())
         rows = views.overview(states, console.now())
         unacked = sum(row.unacknowledged for row in rows)
         title = f"({unacked}) Services" if unacked else "Services"
         return console.render(request, "overview.html", found=found, title=title,
                               rows=rows, open=[r for r in rows if r.open],
                               healthy=[r for r in rows if not r.open], unacked=unacked,
+                              unreadable=unreadable,
                               now=views.when(console.now()), refresh=REFRESH_SECONDS)
+
+    def _states(self, ids: list[str]) -> tuple[list[MonitoredService], list[tuple[str, str]]]:
+        """Every service's state; one that cannot be read now (quarantined, the store
+        failing) is listed with the reason rather than hiding all the others."""
+        states, unreadable = [], []
+        for service_id in ids:
+            try:
+                states.append(self.console.pager.state(service_id))
+            except UnknownServiceError:
+                continue  # removed by a reload since the list was read
+            except (PagerError, StoreError, pykka.Timeout) as error:
+                unreadable.append((service_id, str(error) or type(error).__name__))
+        return states, unreadable
 
     async def service(self, request: Request) -> Response:
         console = self.console

@@ -13,6 +13,7 @@ from pager_actors import EscalationPolicy, Level, SmsTarget
 from pager_actors.daemon.config import Config, ServerConfig
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
+from pager_actors.errors import ServiceQuarantinedError
 from tests.console.conftest import csrf_of, log_in, logged_in
 
 
@@ -213,3 +214,21 @@ def test_the_api_token_does_not_open_the_console(daemon_app):
     """The API's bearer token on a console page: sent to the login form."""
     response = daemon_app.get("/", headers={"Authorization": "Bearer api-token"})
     assert response.status_code == 303 and response.headers["location"].startswith("/login")
+
+
+def test_a_service_that_cannot_be_read_does_not_hide_the_others(site, monkeypatch):
+    """One service's state fails (quarantined): it is listed apart with the reason, and
+    every other service is shown as usual."""
+    site.pager.alert("checkout", "down").get(timeout=5)
+    real = site.pager.state
+
+    def state(service_id, timeout=5.0):
+        if service_id == "search":
+            raise ServiceQuarantinedError("search is quarantined for 300 s")
+        return real(service_id, timeout)
+
+    monkeypatch.setattr(site.pager, "state", state)
+    page = logged_in(site.client()).get("/")
+    assert page.status_code == 200
+    assert "Cannot tell" in page.text and "search is quarantined for 300 s" in page.text
+    assert "Not acknowledged" in page.text
