@@ -17,7 +17,9 @@ from pager_actors.domain import (
     Record,
     TimelineEntry,
 )
+from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
+from pager_actors.oncall import Override
 from pager_actors.ports import DeliveryResult, Transition, VersionConflictError
 
 
@@ -144,6 +146,8 @@ class InMemoryStore:
         self._states: dict[str, MonitoredService] = {}
         self._pending: dict[str, Notify] = {}
         self._timelines: dict[tuple[str, int | None], list[TimelineEntry]] = {}
+        self._overrides: dict[str, list[Override]] = {}
+        self._override_ids = 0
         self.failed: dict[str, str] = {}
 
     def load(self, service_id: str) -> MonitoredService | None:
@@ -191,6 +195,10 @@ class InMemoryStore:
         with self._lock:
             return sum(1 for s in self._states.values() if s.incident is not None)
 
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        with self._lock:
+            return reply_codes_of(list(self._states.values()))
+
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._lock:
             return list(self._timelines.get((service_id, incident), ()))
@@ -218,6 +226,35 @@ class InMemoryStore:
                 else:
                     del self._timelines[key]
         return removed
+
+    def add_override(self, rotation: str, user: str, start: datetime, end: datetime,
+                     created: datetime) -> Override:
+        with self._lock:
+            self._override_ids += 1
+            override = Override(self._override_ids, user, start, end)
+            self._overrides.setdefault(rotation, []).append(override)
+            return override
+
+    def remove_override(self, rotation: str, override: int) -> bool:
+        with self._lock:
+            kept = [o for o in self._overrides.get(rotation, []) if o.id != override]
+            removed = len(kept) != len(self._overrides.get(rotation, []))
+            self._overrides[rotation] = kept
+            return removed
+
+    def overrides(self) -> dict[str, list[Override]]:
+        with self._lock:
+            return {rotation: list(found) for rotation, found in self._overrides.items()
+                    if found}
+
+    def prune_overrides(self, before: datetime) -> int:
+        with self._lock:
+            removed = 0
+            for rotation, found in self._overrides.items():
+                kept = [o for o in found if o.end >= before]
+                removed += len(found) - len(kept)
+                self._overrides[rotation] = kept
+            return removed
 
     def probe(self) -> None:
         """Memory always takes a write."""

@@ -1,6 +1,6 @@
 """SqliteStore: the durable store, an embedded SQLite file in WAL mode.
 
-Layout (schema version 3, kept in `PRAGMA user_version`; older files are
+Layout (schema version 4, kept in `PRAGMA user_version`; older files are
 migrated on open, their rows kept):
 - `services`: one row per service that ever changed: its version (optimistic
   concurrency), its whole state as JSON (`adapters.state_json`: open incident
@@ -43,9 +43,11 @@ from pager_actors.domain import (
     Notify,
     Record,
     TimelineEntry,
-    parse_target,
+    parse_contact,
 )
+from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
+from pager_actors.oncall import Override
 from pager_actors.ports import (
     DeliveryResult,
     StoreCorruptError,
@@ -55,7 +57,7 @@ from pager_actors.ports import (
     VersionConflictError,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KEEP_DELIVERED = timedelta(days=7)
 SQLITE_HEADER = b"SQLite format 3\x00"
 PROBE_BYTES = 8192
@@ -146,10 +148,51 @@ def _migrate_v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE services_v3 RENAME TO services")
 
 
+# v4: rotation overrides; outbox rows may be `withdrawn` (an ack came before a throttled page
+# went out) and name the bundle that `carried_by` them. SQLite cannot change a CHECK: the
+# outbox is copied into a new table.
+_SCHEMA_V4 = """
+CREATE TABLE overrides (
+    id         INTEGER PRIMARY KEY,
+    rotation   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    start_at   REAL NOT NULL,
+    end_at     REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX overrides_rotation ON overrides (rotation, end_at);
+CREATE TABLE outbox_v4 (
+    delivery_id TEXT PRIMARY KEY,
+    service_id  TEXT NOT NULL,
+    incident    INTEGER NOT NULL,
+    level       INTEGER NOT NULL,
+    round       INTEGER NOT NULL DEFAULT 1,
+    page        INTEGER NOT NULL DEFAULT 1,
+    target      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('pending', 'delivered', 'failed', 'withdrawn')),
+    created_at  REAL NOT NULL,
+    settled_at  REAL,
+    last_error  TEXT,
+    carried_by  TEXT
+) WITHOUT ROWID;
+INSERT INTO outbox_v4 (delivery_id, service_id, incident, level, round, page, target, subject,
+                       body, status, created_at, settled_at, last_error)
+    SELECT delivery_id, service_id, incident, level, round, page, target, subject, body,
+           status, created_at, settled_at, last_error FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v4 RENAME TO outbox;
+CREATE INDEX outbox_pending ON outbox (created_at) WHERE status = 'pending';
+CREATE INDEX outbox_sent ON outbox (target, settled_at) WHERE status = 'delivered'
+"""
+
 _MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
-    1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _migrate_v3}
+    1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _migrate_v3, 4: _SCHEMA_V4}
 _TABLES = {1: {"services", "outbox"}, 2: {"services", "outbox", "meta"},
-           3: {"services", "outbox", "meta", "timeline"}}
+           3: {"services", "outbox", "meta", "timeline"},
+           4: {"services", "outbox", "meta", "timeline", "overrides"}}
 
 # Errors that are one transition's own fault (a value SQLite cannot hold, a broken
 # constraint): that transition is refused and the rest of its batch can commit.
@@ -333,6 +376,39 @@ class SqliteStore:
             if deliveries:
                 self._settle(db, deliveries, now)
 
+    def add_override(self, rotation: str, user: str, start: datetime, end: datetime,
+                     created: datetime) -> Override:
+        with self._write_lock, self._transaction(self._writer):
+            cursor = self._writer.execute(
+                "INSERT INTO overrides (rotation, user_id, start_at, end_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?)", (rotation, user, start.timestamp(), end.timestamp(),
+                                           created.timestamp()))
+            assert cursor.lastrowid is not None
+            return Override(cursor.lastrowid, user, start, end)
+
+    def remove_override(self, rotation: str, override: int) -> bool:
+        with self._write_lock, self._transaction(self._writer):
+            return bool(self._writer.execute(
+                "DELETE FROM overrides WHERE rotation = ? AND id = ?",
+                (rotation, override)).rowcount)
+
+    def overrides(self) -> dict[str, list[Override]]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT rotation, id, user_id, start_at, end_at FROM overrides "
+                "ORDER BY id").fetchall()
+        found: dict[str, list[Override]] = {}
+        for rotation, number, user, start, end in rows:
+            found.setdefault(rotation, []).append(Override(
+                number, user, datetime.fromtimestamp(start, UTC),
+                datetime.fromtimestamp(end, UTC)))
+        return found
+
+    def prune_overrides(self, before: datetime) -> int:
+        with self._write_lock, self._transaction(self._writer):
+            return int(self._writer.execute("DELETE FROM overrides WHERE end_at < ?",
+                                            (before.timestamp(),)).rowcount)
+
     def probe(self) -> None:
         """Write two pages' worth into `meta`: raises StoreError while the store cannot
         commit (disk full)."""
@@ -358,7 +434,7 @@ class SqliteStore:
                 f"SELECT delivery_id, service_id, incident, level, round, target FROM outbox "
                 f"WHERE delivery_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             db.executemany(_INSERT_ENTRY, [
-                _entry_row(sid, Notify(sid, incident, level, parse_target(target), "", "", key,
+                _entry_row(sid, Notify(sid, incident, level, parse_contact(target), "", "", key,
                                        round_).outcome(at, errors[key]))
                 for key, sid, incident, level, round_, target in rows])
 
@@ -404,7 +480,7 @@ class SqliteStore:
             rows = self._reader.execute(
                 "SELECT service_id, incident, level, target, subject, body, delivery_id, round, "
                 "page FROM outbox WHERE status = 'pending' ORDER BY created_at").fetchall()
-        return [Notify(sid, incident, level, parse_target(target), subject, body, key, round_,
+        return [Notify(sid, incident, level, parse_contact(target), subject, body, key, round_,
                        page)
                 for sid, incident, level, target, subject, body, key, round_, page in rows]
 
@@ -412,6 +488,15 @@ class SqliteStore:
         with self._read_lock:
             return int(self._reader.execute(
                 "SELECT count(*) FROM services WHERE open = 1").fetchone()[0])
+
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT service_id, version, state FROM services "
+                "WHERE json_extract(state, '$.incident.reply_code') IS NOT NULL "
+                "OR json_extract(state, '$.released') IS NOT NULL").fetchall()
+        return reply_codes_of([state_json.decode(sid, version, text)
+                               for sid, version, text in rows])
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._read_lock:

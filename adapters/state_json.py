@@ -39,6 +39,8 @@ def encode(state: MonitoredService) -> str:
     if state.heartbeats:
         data["heartbeat"] = [state.heartbeat_token, _time(state.heartbeat_deadline),
                              state.heartbeats]
+    if state.released_codes:
+        data["released"] = [[code, at.isoformat()] for code, at in state.released_codes]
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -51,7 +53,8 @@ def decode(service_id: str, version: int, text: str) -> MonitoredService:
               for key, message, since in data["alerts"]),
         tuple(Window(number, datetime.fromisoformat(start), datetime.fromisoformat(end), reason)
               for number, start, end, reason in data.get("windows", ())),
-        data.get("windows_opened", 0), token, _parse(deadline), beats)
+        data.get("windows_opened", 0), token, _parse(deadline), beats,
+        tuple((code, datetime.fromisoformat(at)) for code, at in data.get("released", ())))
 
 
 def legacy_state(service_id: str, version: int, opened: int, incident_json: str | None,
@@ -79,6 +82,8 @@ def _incident(incident: Incident) -> dict[str, Any]:
         "page": incident.page, "failed": sorted(incident.failed),
         "opened_at": _time(incident.opened_at), "acknowledged_by": incident.acknowledged_by,
         "acks": incident.acks, "legacy": incident.legacy,
+        "reply_code": incident.reply_code, "paged": sorted(incident.paged),
+        "page_targets": sorted(incident.page_targets),
     }
 
 
@@ -89,7 +94,9 @@ def _incident_from(data: dict[str, Any] | None) -> Incident | None:
                     data["level"], data["acknowledged"], data["armed_token"],
                     _parse(data["ack_deadline"]), data["round"], data["page"],
                     frozenset(data["failed"]), _parse(data["opened_at"]),
-                    data["acknowledged_by"], data["acks"], data["legacy"])
+                    data["acknowledged_by"], data["acks"], data["legacy"],
+                    data.get("reply_code"), frozenset(data.get("paged", ())),
+                    frozenset(data.get("page_targets", ())))
 
 
 def _time(value: datetime | None) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import pykka
 
 from pager_actors._adapter_actors import Dispatcher, RetryPolicy
+from pager_actors._codes import CodeUse, ReplyCodes
 from pager_actors._commit import (
     Committer,
     GroupCommitter,
@@ -87,7 +88,8 @@ class Pager:
                  registry: pykka.ActorRef[Any], writer: pykka.ActorRef[Any] | None,
                  cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
                  counters: Counters, scheduler: Scheduler, max_in_flight: int,
-                 overload_timeout: float, committer: Committer, health: StoreHealth) -> None:
+                 overload_timeout: float, committer: Committer, health: StoreHealth,
+                 codes: ReplyCodes | None = None) -> None:
         self._policies = policies
         self._scheduler = scheduler
         self._store = store
@@ -105,6 +107,7 @@ class Pager:
         self._ticker: _Ticker | None = None
         self._health = health
         self._committer = committer
+        self._codes = codes
 
     @classmethod
     def start(
@@ -169,17 +172,23 @@ class Pager:
         page_failed = LateCallback()  # the pager, once it exists
         dispatcher.start(mail, sms, timer, committer.settle, page_failed)
         cells: dict[str, ServiceCell] = {}
+        fmt = page_format or PageFormat()
+        codes: ReplyCodes | None = None
+        if fmt.reply_codes:
+            codes = ReplyCodes(clock)
+            codes.load(store.reply_codes())
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry, page_format or PageFormat(), dispatcher)
+                           registry, fmt, dispatcher, codes)
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
         pager = cls(policies=policies, store=store, registry=registry, writer=writer,
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
-                    overload_timeout=overload_timeout, committer=committer, health=health)
+                    overload_timeout=overload_timeout, committer=committer, health=health,
+                    codes=codes)
         page_failed.target = pager.page_failed
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
@@ -231,13 +240,17 @@ class Pager:
         """The alert `key` stopped firing; the incident closes with its last firing key."""
         return self._submit(service_id, ResolveAlert(key, by))
 
-    def acknowledge(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
-        """Someone took the open incident: stop escalating it."""
-        return self._submit(service_id, Acknowledge(by))
+    def acknowledge(self, service_id: str, by: str = "api",
+                    incident: int | None = None) -> CommandFuture[Outcome]:
+        """Someone took the open incident: stop escalating it. With `incident`, only that
+        one (a link or a reply names it): another one is left alone (reason `not_open`)."""
+        return self._submit(service_id, Acknowledge(by, incident))
 
-    def healthy(self, service_id: str, by: str = "api") -> CommandFuture[Outcome]:
-        """The service recovered: close the incident and clear every firing key."""
-        return self._submit(service_id, ReportHealthy(by))
+    def healthy(self, service_id: str, by: str = "api",
+                incident: int | None = None) -> CommandFuture[Outcome]:
+        """The service recovered: close the incident and clear every firing key (with
+        `incident`, only if that one is the open incident)."""
+        return self._submit(service_id, ReportHealthy(by, incident))
 
     def heartbeat(self, service_id: str) -> CommandFuture[Outcome]:
         """The service is alive: restart its heartbeat countdown (the first one arms it)."""
@@ -290,6 +303,11 @@ class Pager:
                 return cell.state
         result: MonitoredService = self._submit(service_id, STATUS).get(timeout=timeout)
         return result
+
+    def reply_code(self, code: str) -> CodeUse | None:
+        """Which incident an SMS reply code names: open, or closed within a day
+        (`released` set); None if no incident has it."""
+        return self._codes.holder(code) if self._codes is not None else None
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         """Incident `incident`'s timeline, oldest first, as committed."""

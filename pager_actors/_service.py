@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import pykka
 
+from pager_actors._codes import ReplyCodes
 from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
@@ -96,6 +97,7 @@ class Runtime:
     registry: pykka.ActorRef[Any]
     page_format: PageFormat
     dispatcher: Any  # Dispatcher: re-arms a reloaded service's timers
+    codes: ReplyCodes | None  # when SMS replies are on
 
 
 class ServiceCell:
@@ -192,8 +194,16 @@ class ServiceActor(pykka.ThreadingActor):
         state = cell.state
         assert state is not None
         policy = rt.policies.get(cell.service_id)
+        now, codes = rt.clock(), rt.codes
+        next_code = None if codes is None or state.incident is not None \
+            else codes.reserve(cell.service_id, state.incidents_opened + 1)
         decision = decide(state, letter.command, policy,  # type: ignore[arg-type]
-                          now=rt.clock(), ack_timeout=rt.ack_timeout, fmt=rt.page_format)
+                          now=now, ack_timeout=rt.ack_timeout, fmt=rt.page_format,
+                          next_code=next_code)
+        closed = state.incident
+        if codes is not None and closed is not None and closed.reply_code is not None \
+                and decision.service.incident is None:
+            codes.release(closed.reply_code, now)
         changed = decision.service is not state
         outcome = Outcome(cell.service_id, cell.processed + 1, decision.event, decision.reason,
                           decision.service, decision.effects)

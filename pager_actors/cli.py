@@ -26,7 +26,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from pager_actors.daemon.config import Config, ConfigError, listen_address, load_config
-from pager_actors.domain import EmailTarget, mask_target, mask_text, parse_target
+from pager_actors.domain import EmailTarget, mask_target, mask_text, parse_contact
 from pager_actors.logs import configure
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return EXIT_REFUSED
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(warning, file=sys.stderr)
         print(f"{args.config}: ok ({len(config.services)} services)")
         return EXIT_OK
     if args.command == "test-page":
@@ -148,7 +150,7 @@ def _test_page(config: Config, uri: str) -> int:
     from pager_actors.daemon.run import mail_sender, sms_sender  # noqa: PLC0415
 
     try:
-        target = parse_target(uri)
+        target = parse_contact(uri)
     except ValueError as error:
         print(f"pager-actors: {error}", file=sys.stderr)
         return EXIT_REFUSED

@@ -19,6 +19,7 @@ from pager_actors.domain import (
     PagerError,
     TimelineEntry,
 )
+from pager_actors.oncall import Override
 
 
 class PolicyRepository(Protocol):
@@ -167,6 +168,11 @@ class StateStore(Protocol):
         """How many services have an open incident (for the metrics gauge)."""
         ...
 
+    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+        """Every reply code a stored state holds, as (code, service, incident, released):
+        its open incident's (released None), and those released within the last day."""
+        ...
+
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         """The incident's timeline, oldest first (empty if unknown or pruned)."""
         ...
@@ -177,6 +183,24 @@ class StateStore(Protocol):
 
     def prune_timeline(self, before: datetime) -> int:
         """Forget timeline entries older than `before`; how many were removed."""
+        ...
+
+    def add_override(self, rotation: str, user: str, start: datetime, end: datetime,
+                     created: datetime) -> Override:
+        """Store an override of `rotation`; its id grows with each one added (the last
+        created wins an overlap)."""
+        ...
+
+    def remove_override(self, rotation: str, override: int) -> bool:
+        """Forget one override; False if `rotation` has no such override."""
+        ...
+
+    def overrides(self) -> dict[str, list[Override]]:
+        """Every stored override, by rotation, oldest id first."""
+        ...
+
+    def prune_overrides(self, before: datetime) -> int:
+        """Forget overrides that ended before `before`; how many."""
         ...
 
     def probe(self) -> None:

@@ -131,24 +131,19 @@ class ServicePages:
     async def _on_incident(self, request: Request, action: str) -> Response:
         console = self.console
         session, user, form = await console.posted(request)
-        service_id = request.path_params["service_id"]
-        state: MonitoredService = await console.read(console.pager.state, service_id)
-        incident, shown = state.incident, form.get("incident", "")
-        by = f"console:{user.name}"
-        if incident is None:
-            session.flash = ("info", f"Incident #{shown} is already closed: nothing to do.")
-        elif str(incident.number) != shown:
-            session.flash = ("warning", f"Incident #{shown} is closed; incident "
-                                        f"#{incident.number} is open now. Read it before you "
-                                        "act on it.")
-        elif action == "acknowledge":
-            outcome = await settled(console.pager.acknowledge(service_id, by=by))
-            session.flash = _acknowledged(outcome, incident.number)
+        service_id = self._known(request)
+        shown = form.get("incident", "")
+        if not shown.isdigit() or len(shown) > 18:
+            raise ConsoleError(400, "This form could not be read", "It names no incident.")
+        number, by = int(shown), f"console:{user.name}"
+        # The engine acts only if incident `number` is the open one, so nobody acts on an
+        # incident their page did not show.
+        if action == "acknowledge":
+            outcome = await settled(console.pager.acknowledge(service_id, by=by,
+                                                              incident=number))
         else:
-            outcome = await settled(console.pager.healthy(service_id, by=by))
-            session.flash = ("success", f"Incident #{incident.number} resolved.") \
-                if outcome.event == "resolved" else \
-                ("info", f"Incident #{incident.number} was already closed.")
+            outcome = await settled(console.pager.healthy(service_id, by=by, incident=number))
+        session.flash = _said(action, outcome, number)
         return _back(service_id)
 
     async def start_maintenance(self, request: Request) -> Response:
@@ -184,14 +179,20 @@ class ServicePages:
         return _back(service_id)
 
 
-def _acknowledged(outcome: Any, number: int) -> tuple[str, str]:
+def _said(action: str, outcome: Any, number: int) -> tuple[str, str]:
+    """What the page says after Acknowledge or Resolve on incident `number`."""
     if outcome.event == "acknowledged":
         return "success", f"You acknowledged incident #{number}: escalation stopped."
-    incident = outcome.state.incident
-    if outcome.reason == "already_acknowledged" and incident is not None:
+    if outcome.event == "resolved":
+        return "success", f"Incident #{number} resolved."
+    current = outcome.state.incident
+    if current is not None and current.number != number:
+        return "warning", (f"Incident #{number} is closed; incident #{current.number} is open "
+                           "now. Read it before you act on it.")
+    if outcome.reason == "already_acknowledged" and current is not None:
         return "info", (f"Incident #{number} was already acknowledged by "
-                        f"{incident.acknowledged_by or 'someone'}.")
-    return "info", f"Incident #{number} is closed: nothing to acknowledge."
+                        f"{current.acknowledged_by or 'someone'}.")
+    return "info", f"Incident #{number} is already closed: nothing to do."
 
 
 def _window_end(text: str, now: datetime) -> datetime:

@@ -15,7 +15,10 @@ from pager_actors.domain import (
     EscalationPolicy,
     IncidentSummary,
     MonitoredService,
+    SmsTarget,
+    Target,
     TimelineEntry,
+    UserTarget,
     Window,
 )
 
@@ -32,6 +35,7 @@ EVENT_LABELS = {
     "suppressed": "Held by maintenance",
     "resolved": "Resolved",
     "exhausted": "Escalation exhausted",
+    "no_one_on_call": "No one on call",
 }
 
 
@@ -131,10 +135,20 @@ class PolicyView:
     heartbeat: str | None
 
 
+def _channel(target: Target) -> str:
+    if isinstance(target, EmailTarget):
+        return "Mail"
+    if isinstance(target, SmsTarget):
+        return "SMS"
+    if isinstance(target, UserTarget):
+        return "Person"
+    return "On call in"  # a rotation: whoever it puts on call when the page is decided
+
+
 def policy(found: EscalationPolicy) -> PolicyView:
     """The policy with every contact masked."""
-    levels = tuple(tuple(TargetView("Mail" if isinstance(t, EmailTarget) else "SMS", t.masked)
-                         for t in level.targets) for level in found.levels)
+    levels = tuple(tuple(TargetView(_channel(t), t.masked) for t in level.targets)
+                   for level in found.levels)
     return PolicyView(levels, found.repeat,
                       duration(found.ack_expiry) if found.ack_expiry else None,
                       duration(found.heartbeat) if found.heartbeat else None)
@@ -156,6 +170,9 @@ def entry(e: TimelineEntry) -> EntryView:
         details.append(f"level {e.level}" + (f", round {e.round}" if e.round else ""))
     if e.target is not None:
         details.append(f"{'SMS' if e.channel == 'sms' else 'mail'} to {e.target}")
+    if e.user is not None:
+        found = f" (found by {e.via})" if e.via else ""
+        details.append(f"user {e.user}{found}")
     if e.by is not None:
         details.append(f"by {e.by}")
     if e.key is not None:

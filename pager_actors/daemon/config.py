@@ -22,14 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from pager_actors.domain import (
+    Contact,
     EmailTarget,
     EscalationPolicy,
     Level,
     SmsTarget,
     Target,
     check_service_id,
+    parse_contact,
     parse_target,
 )
+from pager_actors.domain.links import MIN_SECRET_BYTES
 from pager_actors.domain.model import MIN_HEARTBEAT
 from pager_actors.domain.people import User, check_user_id, check_user_name
 
@@ -43,11 +46,29 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A named API token and what it may do: `ingest` (alerts, webhooks, heartbeats),
+    `operate` (ack, resolve, maintenance), `read` (GETs)."""
+
+    name: str
+    token: str = field(repr=False)
+    scopes: frozenset[str]
+
+
+SCOPES = ("ingest", "operate", "read")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1 << 20
+    # Where people reach the daemon: with it, mails carry signed links and SMS replies work.
+    public_url: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    previous_secret: str | None = field(default=None, repr=False)
+    tokens: tuple[ApiToken, ...] = ()
     # A request not received completely (head and body) this long after its first byte
     # gets a 408 and its connection is closed: half-sent requests hold nothing for long.
     request_timeout: timedelta = timedelta(seconds=10)
@@ -65,6 +86,7 @@ class PagerConfig:
     retry_backoff: timedelta = timedelta(seconds=1)
     ack_expiry: timedelta | None = None
     keep_timeline: timedelta = timedelta(days=90)
+    status_updates: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,12 @@ class Config:
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     services: tuple[EscalationPolicy, ...] = ()
     users: tuple[User, ...] = ()
+    warnings: tuple[str, ...] = ()  # said by check-config and at start, not refused
+
+    @property
+    def replies(self) -> bool:
+        """Whether SMS replies can arrive: a public URL and a Twilio gateway."""
+        return self.server.public_url is not None and self.sms.kind == "twilio"
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -229,6 +257,20 @@ def _token(value: Any) -> str:
     return text
 
 
+def _link_secret(value: Any) -> str:
+    """The key that signs links: at least 32 bytes, never shown."""
+    text = _secret(value)
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (its value is not shown; "
+                         "`openssl rand -base64 48` makes one)")
+    return text
+
+
+def _tokens_placeholder(value: Any) -> Any:
+    """[[server.tokens]] is checked with the environment, by `_api_tokens`."""
+    return value
+
+
 def _between(low: int, high: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         number = _of(int, "an integer")(value)
@@ -285,11 +327,14 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
 
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int,
-               "request_timeout": _positive_duration},
+               "request_timeout": _positive_duration, "public_url": _http_url,
+               "secret": _link_secret, "previous_secret": _link_secret,
+               "tokens": _tokens_placeholder},
     "pager": {"ack_timeout": _positive_duration, "state": _STR,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration,
-              "ack_expiry": _positive_duration, "keep_timeline": _positive_duration},
+              "ack_expiry": _positive_duration, "keep_timeline": _positive_duration,
+              "status_updates": _BOOL},
     "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
              "sender": _email, "starttls": _BOOL, "username": _secret,
              "password": _secret, "ca_file": _readable_file, "timeout": _positive_duration,
@@ -304,8 +349,9 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
 _SECTIONS["server"]["trusted_proxies"] = _networks
 
 # Keys the environment may set, PAGER_<SECTION>_<KEY>; all but `from` are secrets.
-_FROM_ENVIRONMENT = (("server", "token"), ("mail", "username"), ("mail", "password"),
-                     ("sms", "account_sid"), ("sms", "auth_token"), ("sms", "from"))
+_FROM_ENVIRONMENT = (("server", "token"), ("server", "secret"), ("server", "previous_secret"),
+                     ("mail", "username"), ("mail", "password"), ("sms", "account_sid"),
+                     ("sms", "auth_token"), ("sms", "from"))
 
 
 def listen_address(path: str | Path) -> tuple[str, int]:
@@ -347,6 +393,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         if value and isinstance(doc.setdefault(section, {}), dict):
             doc[section][key] = value
     raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
+    raw["server"]["tokens"] = _api_tokens(raw["server"].get("tokens", []), environ, check)
     # A refused [pager] ack_expiry is reported once, there; the services then default to none.
     services = _services(doc.get("services", []), check, raw["pager"].get("ack_expiry"))
     users = _users(doc.get("users", []), check)
@@ -355,6 +402,50 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(check.problems)
     assert config is not None
     return replace(config, users=users)
+
+
+def _api_tokens(entries: Any, environ: Mapping[str, str], check: _Checker
+                ) -> tuple[ApiToken, ...]:
+    """[[server.tokens]]: name, token or token_env (an environment variable), scopes."""
+    if not isinstance(entries, list):
+        check.problem("[[server.tokens]]", "must be an array of tables ([[server.tokens]])")
+        return ()
+    tokens: list[ApiToken] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"[[server.tokens]] #{i + 1}"
+        if not isinstance(entry, dict):
+            check.problem(where, "must be a table")
+            continue
+        for key in entry:
+            if key not in ("name", "token", "token_env", "scopes"):
+                check.problem(f"{where} {key}", "unknown key (known: name, token, token_env, "
+                                                "scopes)")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip() or name in names:
+            check.problem(f"{where} name", "a unique, non-empty name is required")
+            continue
+        names.add(name)
+        where = f"[[server.tokens]] #{i + 1} ({name!r})"
+        scopes = entry.get("scopes")
+        if not isinstance(scopes, list) or not scopes or not set(scopes) <= set(SCOPES):
+            check.problem(f"{where} scopes", f"a non-empty list of {', '.join(SCOPES)}")
+            continue
+        if ("token" in entry) == ("token_env" in entry):
+            check.problem(where, "give exactly one of token and token_env")
+            continue
+        value = entry.get("token")
+        if "token_env" in entry:
+            variable = entry["token_env"]
+            value = environ.get(variable) if isinstance(variable, str) else None
+            if not value:
+                check.problem(f"{where} token_env", f"the environment has no {variable!r}")
+                continue
+        try:
+            tokens.append(ApiToken(name, _token(value), frozenset(scopes)))
+        except (TypeError, ValueError) as error:
+            check.problem(f"{where} token", str(error))
+    return tuple(tokens)
 
 
 _SERVICE_KEYS = ("id", "levels", "repeat", "ack_expiry", "heartbeat")
@@ -465,11 +556,27 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
     _check_senders(mail, sms, check)
     if not services and not check.problems:
         check.problem("[[services]]", "no service defined: the pager would page nobody")
+    warnings = _check_public(server, check)
     if check.problems:
         return None
     return Config(source=path, server=ServerConfig(host=host, port=port, **server),
                   pager=PagerConfig(**pager), mail=MailConfig(**mail), sms=SmsConfig(**sms),
-                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services)
+                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services,
+                  warnings=warnings)
+
+
+def _check_public(server: dict[str, Any], check: _Checker) -> tuple[str, ...]:
+    """A daemon people reach (public_url) must sign its links and must not be open."""
+    if "public_url" not in server:
+        return (f"{check.path}: warning: no [server] public_url: mails carry no "
+                "Acknowledge/Resolve links and SMS replies are off",)
+    if "secret" not in server and ("server", "secret") not in check.invalid:
+        check.problem("[server] secret", "required with public_url, to sign links (or set "
+                                         "PAGER_SERVER_SECRET; at least 32 bytes)")
+    if "token" not in server and not server.get("tokens"):
+        check.problem("[server] token", "required with public_url: a daemon people reach "
+                                        "must not leave its API open (or [[server.tokens]])")
+    return ()
 
 
 def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -> None:
@@ -541,15 +648,15 @@ def _users(entries: Any, check: _Checker) -> tuple[User, ...]:
     return tuple(users)
 
 
-def _contacts(value: Any, where: str, check: _Checker) -> tuple[Target, ...] | None:
-    """A user's contacts, parsed like a level's targets; None if any is malformed."""
+def _contacts(value: Any, where: str, check: _Checker) -> tuple[Contact, ...] | None:
+    """A user's contacts: mail addresses and phone numbers; None if any is malformed."""
     if not isinstance(value, list):
         check.problem(f"{where} contacts", 'expected a list of "mailto:…"/"sms:…" contacts')
         return None
-    parsed: list[Target] = []
+    parsed: list[Contact] = []
     for n, uri in enumerate(value):
         try:
-            parsed.append(parse_target(uri if isinstance(uri, str) else repr(uri)))
+            parsed.append(parse_contact(uri if isinstance(uri, str) else repr(uri)))
         except ValueError as error:
             check.problem(f"{where} contacts[{n}]", f"malformed contact: {error}")
     return tuple(dict.fromkeys(parsed)) if len(parsed) == len(value) else None

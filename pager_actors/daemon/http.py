@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,14 +37,14 @@ import pykka
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
 from pager_actors._service import Outcome
 from pager_actors.daemon import payloads, views
-from pager_actors.daemon.config import Config
+from pager_actors.daemon.config import SCOPES, Config
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.payloads import (
     AlertIn,
@@ -76,29 +76,39 @@ _log = logging.getLogger("pager_actors.http")
 
 def create_app(pager: Pager, config: Config, metrics: Metrics, *,
                services: Callable[[], list[str]] | None = None,
+               extra_routes: Sequence[BaseRoute] = (),
                console: ASGIApp | None = None) -> Starlette:
     """The app. `services` lists the service ids in force (they change on a reload);
-    `console`, the web console, gets every path outside the API and the probes."""
+    `extra_routes` (links, SMS replies) come before the API's catch-all; `console`, the
+    web console, gets every path outside the API, the probes and those routes."""
     listed = [policy.service_id for policy in config.services]
     api = _Api(pager, config, metrics, services or (lambda: listed))
-    token = config.server.token
+    tokens = Tokens.of(config)
+
+    def guard(handler: Callable[[Request], Awaitable[Response]], scope: Scope,
+              commands: tuple[str, ...] | None = None) -> Callable[[Request], Awaitable[Response]]:
+        return _guard(handler, tokens, scope, commands)
+
     service = "/api/v1/services/{service_id}"
     routes = [
-        Route("/api/v1/alerts", _guard(api.post_alert, token), methods=["POST"]),
-        Route("/api/v1/alertmanager", _guard(api.alertmanager, token), methods=["POST"]),
-        Route("/api/v1/services", _guard(api.list_services, token), methods=["GET"]),
-        Route(service, _guard(api.get_service, token), methods=["GET"]),
-        Route(f"{service}/maintenance", _guard(api.start_maintenance, token), methods=["POST"]),
-        Route(f"{service}/maintenance/{{window:int}}", _guard(api.end_maintenance, token),
+        Route("/api/v1/alerts", guard(api.post_alert, "ingest"), methods=["POST"]),
+        Route("/api/v1/alertmanager", guard(api.alertmanager, "ingest"), methods=["POST"]),
+        Route("/api/v1/services", guard(api.list_services, "read"), methods=["GET"]),
+        Route(service, guard(api.get_service, "read"), methods=["GET"]),
+        Route(f"{service}/maintenance", guard(api.start_maintenance, "operate"),
+              methods=["POST"]),
+        Route(f"{service}/maintenance/{{window:int}}", guard(api.end_maintenance, "operate"),
               methods=["DELETE"]),
-        Route(f"{service}/incidents", _guard(api.list_incidents, token), methods=["GET"]),
-        Route(f"{service}/incidents/{{number:int}}", _guard(api.get_incident, token),
+        Route(f"{service}/incidents", guard(api.list_incidents, "read"), methods=["GET"]),
+        Route(f"{service}/incidents/{{number:int}}", guard(api.get_incident, "read"),
               methods=["GET"]),
         Route(f"{service}/{{command:str}}",
-              _guard(api.post_command, token, commands=("acknowledge", "healthy", "heartbeat")),
+              guard(api.post_command, _command_scope,
+                    commands=("acknowledge", "healthy", "heartbeat")),
               methods=["POST"]),
+        *extra_routes,
         # Any other /api/ path: the token is still checked first, then 404.
-        Route("/api/{rest:path}", _guard(_api_not_found, token),
+        Route("/api/{rest:path}", guard(_api_not_found, None),
               methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
@@ -121,7 +131,7 @@ class _Api:
 
     async def post_alert(self, request: Request) -> Response:
         given = payloads.alert(await json_object(request, self.limit))
-        outcome = await _committed(_submit(self.pager, given))
+        outcome = await committed(_submit(self.pager, given))
         if given.status == "firing":
             self.metrics.alerts_received.labels(source="api").inc()
         return _accepted(outcome)
@@ -131,7 +141,7 @@ class _Api:
         command = request.path_params["command"]
         future = {"acknowledge": self.pager.acknowledge, "healthy": self.pager.healthy,
                   "heartbeat": self.pager.heartbeat}[command](service_id)
-        outcome = await _committed(future)
+        outcome = await committed(future)
         if outcome.reason == "no_heartbeat":
             raise HttpError(400, f"service {service_id!r} has no heartbeat configured")
         return _accepted(outcome)
@@ -155,7 +165,7 @@ class _Api:
         if not isinstance(reason, str):
             raise HttpError(400, "field 'reason' must be a string")
         _check_window(start or datetime.now(UTC), end)
-        outcome = await _committed(self.pager.start_maintenance(service_id, end, start, reason))
+        outcome = await committed(self.pager.start_maintenance(service_id, end, start, reason))
         if outcome.event != "maintenance_started":
             raise HttpError(400, "the window is not valid now: end after start, within "
                                  "7 days of it, and not over")
@@ -165,7 +175,7 @@ class _Api:
     async def end_maintenance(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         window = request.path_params["window"]
-        outcome = await _committed(self.pager.end_maintenance(service_id, window))
+        outcome = await committed(self.pager.end_maintenance(service_id, window))
         if outcome.reason == "unknown_window":
             raise HttpError(404, f"service {service_id!r} has no maintenance window {window}")
         return _accepted(outcome, status_code=200)
@@ -195,7 +205,7 @@ class _Api:
         for result, future in pending:
             if future is not None:
                 try:
-                    outcome = await _committed(future)
+                    outcome = await committed(future)
                     result.update(accepted=True, event=outcome.event)
                     if result["status"] == "firing":
                         self.metrics.alerts_received.labels(source="alertmanager").inc()
@@ -237,18 +247,52 @@ def _submit(pager: Pager, given: AlertIn, source: str = "api") -> CommandFuture[
     return pager.resolve_alert(given.service_id, given.key, by=source)
 
 
-def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
+Scope = str | Callable[[Request], str] | None  # None: any valid token
+
+
+def _command_scope(request: Request) -> str:
+    return "ingest" if request.path_params.get("command") == "heartbeat" else "operate"
+
+
+class Tokens:
+    """The API's bearer tokens and their scopes. `[server] token` may do everything; each
+    `[[server.tokens]]` what its scopes allow. None configured: the API is open."""
+
+    def __init__(self, tokens: list[tuple[bytes, frozenset[str]]]) -> None:
+        self._tokens = tokens
+
+    @classmethod
+    def of(cls, config: Config) -> Tokens:
+        server = config.server
+        found = [(t.token.encode(), t.scopes) for t in server.tokens]
+        if server.token:
+            found.append((server.token.encode(), frozenset(SCOPES)))
+        return cls(found)
+
+    def check(self, request: Request, scope: str | None) -> None:
+        """Raise HttpError 401 (no such token) or 403 (not in its scopes)."""
+        if not self._tokens:
+            return
+        kind, _, given = request.headers.get("authorization", "").partition(" ")
+        presented = given.strip().encode(errors="replace")
+        scopes: frozenset[str] | None = None
+        for token, allowed in self._tokens:  # compare with every one: no early exit
+            if hmac.compare_digest(presented, token) and kind.lower() == "bearer":
+                scopes = allowed
+        if scopes is None:
+            raise HttpError(401, "missing or wrong bearer token")
+        if scope is not None and scope not in scopes:
+            raise HttpError(403, f"this token may not {scope} (its scopes: "
+                                 f"{', '.join(sorted(scopes))})")
+
+
+def _guard(handler: Callable[[Request], Awaitable[Response]], tokens: Tokens, scope: Scope,
            commands: tuple[str, ...] | None = None) -> Callable[[Request], Awaitable[Response]]:
-    """Check the bearer token, and turn every known failure into a JSON error."""
-    expected = token.encode() if token else None
+    """Check the bearer token and its scope, and turn every known failure into a JSON error."""
 
     async def guarded(request: Request) -> Response:
         try:
-            if expected is not None:
-                scheme, _, given = request.headers.get("authorization", "").partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                        given.strip().encode(errors="replace"), expected):
-                    raise HttpError(401, "missing or wrong bearer token")
+            tokens.check(request, scope(request) if callable(scope) else scope)
             if commands is not None and request.path_params.get("command") not in commands:
                 raise HttpError(404, f"no such command; use one of {', '.join(commands)}")
             return await handler(request)
@@ -263,7 +307,7 @@ def _guard(handler: Callable[[Request], Awaitable[Response]], token: str | None,
     return guarded
 
 
-async def _committed(future: CommandFuture[Any]) -> Any:
+async def committed(future: CommandFuture[Any]) -> Any:
     """Wait, without blocking the event loop, until the command is committed."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()

@@ -36,11 +36,13 @@ from adapters.twilio import TwilioSmsSender
 from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._pager import Pager
 from pager_actors.console import create_console
+from pager_actors.daemon import replies
 from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.server import build_server
 from pager_actors.domain import EscalationPolicy, Health, PageFormat
+from pager_actors.domain.links import LinkKey, Links
 from pager_actors.logs import get_logger
 from pager_actors.ports import MailSender, SmsSender, StoreError
 
@@ -74,6 +76,21 @@ def sms_sender(config: Config) -> SmsSender:
                            max_connections=sms.max_concurrency)
 
 
+def links(config: Config) -> Links | None:
+    """Signed links in mails, when people can reach the daemon: signed with `secret`,
+    verified with it and `previous_secret` (a rotation's old key)."""
+    server = config.server
+    if server.public_url is None or server.secret is None:
+        return None
+    secrets = [server.secret] + ([server.previous_secret] if server.previous_secret else [])
+    return Links(server.public_url, tuple(LinkKey(s.encode()) for s in secrets))
+
+
+def page_format(config: Config) -> PageFormat:
+    return PageFormat(sms_message_chars=config.sms.max_message_chars, links=links(config),
+                      reply_codes=config.replies, status_updates=config.pager.status_updates)
+
+
 def open_store(config: Config) -> SqliteStore:
     try:
         return SqliteStore(config.pager.state)
@@ -101,7 +118,7 @@ def listen_socket(server: ServerConfig) -> socket.socket:
 def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository,
                 reloader: Reloader) -> Starlette:
     """The web console, over what is in force: the policies and users of the last reload."""
-    public_url = getattr(config.server, "public_url", None) or ""
+    public_url = config.server.public_url or ""
     return create_console(pager, service_ids=policies.service_ids, policy=policies.get,
                           users=lambda: reloader.config.users,
                           ack_timeout=config.pager.ack_timeout,
@@ -131,7 +148,7 @@ def run(config: Config) -> int:
         max_live_services=config.pager.max_live_services,
         retry=RetryPolicy(attempts=config.pager.delivery_attempts,
                           backoff=config.pager.retry_backoff.total_seconds()),
-        page_format=PageFormat(sms_message_chars=config.sms.max_message_chars),
+        page_format=page_format(config),
         keep_timeline=config.pager.keep_timeline,
         # Requests all arrive on the event loop's thread: per-thread backpressure would
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
@@ -141,8 +158,13 @@ def run(config: Config) -> int:
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
     reloader = Reloader(config, policies, pager)
     app = create_app(pager, config, metrics, services=policies.service_ids,
+                     extra_routes=replies.routes(
+                         pager, links=links(config), public_url=config.server.public_url,
+                         twilio_token=config.sms.auth_token if config.replies else None),
                      console=console_app(pager, config, policies, reloader))
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
+    for warning in config.warnings:
+        log.warning("config_warning", warning=warning)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)

@@ -13,28 +13,36 @@ that names it; a timer whose token the state no longer holds does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pager_actors.domain.errors import UnknownServiceError
+from pager_actors.domain.links import Links, claim_for
 from pager_actors.domain.model import (
     DEFAULT_KEY,
     HEARTBEAT_KEY,
     MAX_WINDOW,
     Alert,
+    Contact,
     EmailTarget,
     EscalationPolicy,
     Incident,
     MonitoredService,
+    RotationTarget,
+    SmsTarget,
     Target,
+    UserTarget,
     Window,
     check_key,
+    parse_contact,
     window_token,
 )
 from pager_actors.domain.texts import (
     PageFormat,
     check_text,
+    cut,
     headline,
     mail_body,
     one_line,
@@ -44,6 +52,7 @@ from pager_actors.domain.texts import (
 from pager_actors.domain.timeline import TimelineEntry
 
 DEFAULT_FORMAT = PageFormat()
+REPLY_CODE_QUARANTINE = timedelta(hours=24)
 
 # -- commands ---------------------------------------------------------------
 
@@ -74,16 +83,21 @@ class ResolveAlert:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
-    """Someone took the incident: stop escalating it. `by` says who or through what."""
+    """Someone took the incident: stop escalating it. `by` says who or through what;
+    `incident`, when given, is the one they meant (a link, a reply): another one is not
+    acknowledged in its place."""
 
     by: str = "api"
+    incident: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ReportHealthy:
-    """Operator override: the service is fine. Closes the incident, clears every key."""
+    """Operator override: the service is fine. Closes the incident, clears every key.
+    `incident`, when given, must be the open one (as for Acknowledge)."""
 
     by: str = "api"
+    incident: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +162,7 @@ class Notify(NamedTuple):
     service_id: str
     incident: int
     level: int
-    target: Target
+    target: Contact
     subject: str
     text: str
     key: str
@@ -184,6 +198,22 @@ class Record(NamedTuple):
 
 
 Effect = Notify | ArmTimer | Record
+
+
+class Reached(NamedTuple):
+    """A contact a page goes to, who it belongs to (if known), and how it was found."""
+
+    contact: Contact
+    user: str | None = None
+    via: str | None = None
+
+
+class Resolver(Protocol):
+    """Who `target` (a user or a rotation) stands for at `now`: their contacts, possibly
+    none. Called by `decide` each time a level is paged; pure as far as `decide` knows."""
+
+    def __call__(self, target: UserTarget | RotationTarget,
+                 now: datetime) -> Sequence[Reached]: ...
 
 # -- decisions --------------------------------------------------------------
 
@@ -227,23 +257,28 @@ def decide(
     now: datetime,
     ack_timeout: timedelta,
     fmt: PageFormat = DEFAULT_FORMAT,
+    next_code: str | None = None,
+    resolve: Resolver | None = None,
 ) -> Decision:
     """Apply one command to one service. Raises UnknownServiceError without a policy.
 
-    `fmt` says how much alert text a page carries.
+    `fmt` says what pages carry besides the alert; `next_code` is the reply code
+    reserved for the next incident this service opens (when `fmt.reply_codes`);
+    `resolve` says whom `user:` and `rotation:` targets stand for now (without it, they
+    reach nobody and the fallback is paged).
     """
     if policy is None:
         raise UnknownServiceError(service.service_id)
-    core = _Core(service, policy, now, ack_timeout, fmt)
+    core = _Core(service, policy, now, ack_timeout, fmt, next_code, resolve)
     match command:
         case RaiseAlert(message, key):
             return core.fire(key, message)
         case ResolveAlert(key, by):
             return core.resolve_key(key, by)
-        case Acknowledge(by):
-            return core.acknowledge(by)
-        case ReportHealthy(by):
-            return core.heal(by)
+        case Acknowledge(by, incident):
+            return core.acknowledge(by, incident)
+        case ReportHealthy(by, incident):
+            return core.heal(by, incident)
         case TimerFired(token):
             return core.timer(token)
         case Heartbeat():
@@ -261,11 +296,14 @@ class _Core:
     """One decision's context. Builds values with their constructors: on the hot path
     `dataclasses.replace` costs several microseconds a call."""
 
-    __slots__ = ("ack_timeout", "effects", "fmt", "now", "policy", "sid", "state", "version")
+    __slots__ = ("ack_timeout", "effects", "fmt", "next_code", "now", "policy", "resolve",
+                 "sid", "state", "version")
 
-    def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,
-                 ack_timeout: timedelta, fmt: PageFormat) -> None:
+    def __init__(self, state: MonitoredService, policy: EscalationPolicy, now: datetime,  # noqa: PLR0917
+                 ack_timeout: timedelta, fmt: PageFormat, next_code: str | None,
+                 resolve: Resolver | None) -> None:
         self.state, self.policy, self.now = state, policy, now
+        self.next_code, self.resolve = next_code, resolve
         self.version = state.version + 1  # every state this decision builds is the next one
         self.ack_timeout, self.fmt = ack_timeout, fmt
         self.sid = state.service_id
@@ -282,7 +320,8 @@ class _Core:
     def _service(self, incident: Incident | None, *, alerts: tuple[Alert, ...] | None = None,
                  windows: tuple[Window, ...] | None = None, opened: int | None = None,
                  windows_opened: int | None = None,
-                 heartbeat: tuple[str | None, datetime | None, int] | None = None
+                 heartbeat: tuple[str | None, datetime | None, int] | None = None,
+                 released: tuple[tuple[str, datetime], ...] | None = None
                  ) -> MonitoredService:
         """The next version of the state, with the parts given changed."""
         s = self.state
@@ -293,7 +332,7 @@ class _Core:
             self.version, s.alerts if alerts is None else alerts,
             s.windows if windows is None else windows,
             s.windows_opened if windows_opened is None else windows_opened,
-            token, deadline, beats)
+            token, deadline, beats, s.released_codes if released is None else released)
 
     def _record(self, event: str, incident: int | None, **fields: object) -> None:
         self.effects.append(Record(self.sid, TimelineEntry(self.now, event, incident,
@@ -320,8 +359,10 @@ class _Core:
         number = self.state.incidents_opened + 1
         first = alerts[0]
         self._record("opened", number, level=1, round=1, key=first.key, message=first.message)
+        code = self.next_code if self.fmt.reply_codes else None
         incident = self._paged(Incident(number, first.message, self.policy, 1,
-                                        opened_at=self.now, page=0), 1, 1, len(alerts))
+                                        opened_at=self.now, page=0, reply_code=code),
+                               1, 1, len(alerts))
         return self._service(incident, alerts=alerts, opened=number)
 
     def resolve_key(self, key: str, by: str) -> Decision:
@@ -337,24 +378,38 @@ class _Core:
             return self._done(self._service(incident, alerts=alerts), "alert_resolved")
         return self._close(by, key)
 
-    def heal(self, by: str) -> Decision:
-        if self.state.incident is None and not self.state.alerts:
+    def heal(self, by: str, number: int | None) -> Decision:
+        incident = self.state.incident
+        if number is not None and (incident is None or incident.number != number):
+            return self._ignored("not_open")
+        if incident is None and not self.state.alerts:
             return self._ignored("already_healthy")
         return self._close(by, None)
 
     def _close(self, by: str | None, key: str | None) -> Decision:
         """Close the incident (if any) and clear every firing key."""
         incident = self.state.incident
+        released = None
         if incident is not None:
             self._record("resolved", incident.number, by=by, key=key)
-        return self._done(self._service(None, alerts=()), "resolved")
+            self._status_update(incident, "resolved", by)
+            if incident.reply_code is not None:  # kept a day, so it names no newer incident
+                released = self._released(incident.reply_code)
+        return self._done(self._service(None, alerts=(), released=released), "resolved")
+
+    def _released(self, code: str) -> tuple[tuple[str, datetime], ...]:
+        day_ago = self.now - REPLY_CODE_QUARANTINE
+        return (*((c, at) for c, at in self.state.released_codes if at > day_ago),
+                (code, self.now))
 
     # -- acknowledgement -------------------------------------------------------
 
-    def acknowledge(self, by: str) -> Decision:
+    def acknowledge(self, by: str, number: int | None) -> Decision:
         incident = self.state.incident
         if incident is None:
             return self._ignored("no_open_incident")
+        if number is not None and incident.number != number:
+            return self._ignored("not_open")
         if incident.acknowledged:
             return self._ignored("already_acknowledged")
         acks = incident.acks + 1
@@ -366,10 +421,24 @@ class _Core:
             self.effects.append(ArmTimer(self.sid, token, expiry, deadline))
         self._record("acknowledged", incident.number, level=incident.level,
                      round=incident.round, by=by)
-        acked = Incident(incident.number, incident.message, incident.policy, incident.level,
-                         True, token, deadline, incident.round, incident.page, incident.failed,
-                         incident.opened_at, by, acks, incident.legacy)
+        self._status_update(incident, "acknowledged", by)
+        acked = incident._replace(acknowledged=True, armed_token=token, ack_deadline=deadline,
+                                  acknowledged_by=by, acks=acks)
         return self._done(self._service(acked), "acknowledged")
+
+    def _status_update(self, incident: Incident, what: str, by: str | None) -> None:
+        """Tell everyone paged for `incident` that it was acknowledged or resolved."""
+        if not self.fmt.status_updates or not incident.paged:
+            return
+        sid, number = self.sid, incident.number
+        line = f"[{sid}] incident #{number} {what}" + (f" by {by}" if by else "")
+        text = f"{line}: {cut(one_line(incident.message), 120)}"
+        kind = f"{what}{incident.acks + 1}" if what == "acknowledged" else what
+        for uri in sorted(incident.paged):
+            target = parse_contact(uri)
+            self.effects.append(Notify(sid, number, incident.level, target, line, text,
+                                       f"{sid}/{number}/status/{kind}/{uri}", incident.round,
+                                       incident.page))
 
     # -- timers ----------------------------------------------------------------
 
@@ -399,10 +468,14 @@ class _Core:
         if round_ > policy.rounds:
             self._record("exhausted", incident.number, level=incident.level,
                          round=incident.round)
-            disarmed = Incident(incident.number, incident.message, policy, incident.level,
-                                False, None, None, incident.round, incident.page,
-                                incident.failed, incident.opened_at, incident.acknowledged_by,
-                                incident.acks, incident.legacy)
+            if self.fmt.fallback:  # nobody acknowledged: the fallback hears it, once
+                number = incident.number
+                self._send(number, incident.level, incident.round, incident.page,
+                           [Reached(c, None, "fallback") for c in self.fmt.fallback],
+                           incident.message, f"{headline(self.sid, number, incident.level)}: "
+                           "escalation exhausted, nobody acknowledged", "", None,
+                           f"{self.sid}/{number}/exhausted/")
+            disarmed = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
             return self._done(self._service(disarmed), "escalation_exhausted", reason)
         self._record("escalated", incident.number, level=level, round=round_)
         escalated = self._paged(incident, level, round_, len(self.state.alerts))
@@ -411,45 +484,83 @@ class _Core:
     def _ack_expired(self, incident: Incident) -> Decision:
         self._record("ack_expired", incident.number, level=incident.level,
                      round=incident.round)
-        unacked = Incident(incident.number, incident.message, incident.policy, incident.level,
-                           False, None, None, incident.round, incident.page, incident.failed,
-                           incident.opened_at, incident.acknowledged_by, incident.acks,
-                           incident.legacy)
+        unacked = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
         paged = self._paged(unacked, incident.level, incident.round, len(self.state.alerts))
         return self._done(self._service(paged), "ack_expired")
 
     def _paged(self, incident: Incident, level: int, round_: int, firing: int) -> Incident:
-        """Page `level` of `incident` (its next page number) and arm its ack timeout."""
+        """Page `level` of `incident` (its next page number) and arm its ack timeout.
+
+        Each target is resolved now: a rotation to whoever is on call, a user to all of
+        their contacts. A level that reaches nobody pages the fallback, if there is one."""
         page, number, sid, now = incident.page + 1, incident.number, self.sid, self.now
         policy, message = incident.policy, incident.message
         token = token_for(sid, number, level, round_, page)
         deadline = now + self.ack_timeout
+        reached = self._reach(policy.level(level).targets)
+        if not reached:
+            self._record("no_one_on_call", number, level=level, round=round_)
+            reached = [Reached(contact, None, "fallback") for contact in self.fmt.fallback]
         head = headline(sid, number, level)
         if policy.repeat:
             head += f", round {round_} of {policy.rounds}"
         more = f"+{firing - 1} more firing" if firing > 1 else ""
-        targets = policy.level(level).targets
-        flat = one_line(message)
-        mail = sms = ("", "")  # (subject, text), each rendered once per level
-        if any(isinstance(target, EmailTarget) for target in targets):
-            mail = (subject(sid, flat, f"({more})" if more else ""),
-                    mail_body(head, message, more))
-        if not all(isinstance(target, EmailTarget) for target in targets):
-            sms = ("", sms_text(head, flat, self.fmt, more))
-        prefix = f"{sid}/{number}/r{round_}/l{level}/p{page}/"
-        effects = self.effects
-        for target in targets:
-            by_mail = isinstance(target, EmailTarget)
-            text = mail if by_mail else sms
-            effects.append(Notify(sid, number, level, target, text[0], text[1],
-                                  prefix + target.uri, round_, page))
-            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
-                                                     target.masked,
-                                                     "mail" if by_mail else "sms")))
-        effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        self._send(number, level, round_, page, reached, message, head, more,
+                   incident.reply_code, f"{sid}/{number}/r{round_}/l{level}/p{page}/")
+        self.effects.append(ArmTimer(sid, token, self.ack_timeout, deadline))
+        uris = frozenset(r.contact.uri for r in reached)
         return Incident(number, message, policy, level, False, token, deadline, round_, page,
                         frozenset(), incident.opened_at, incident.acknowledged_by,
-                        incident.acks, incident.legacy)
+                        incident.acks, incident.legacy, incident.reply_code,
+                        incident.paged | uris if incident.paged else uris, uris)
+
+    def _reach(self, targets: tuple[Target, ...]) -> list[Reached]:
+        """The contacts `targets` stand for now, each once, in order."""
+        reached: dict[str, Reached] = {}
+        resolve = self.resolve
+        for target in targets:
+            if isinstance(target, EmailTarget | SmsTarget):
+                reached.setdefault(target.uri, Reached(target, None, None))
+            elif resolve is not None:
+                for found in resolve(target, self.now):
+                    reached.setdefault(found.contact.uri, found)
+        return list(reached.values())
+
+    def _send(self, number: int, level: int, round_: int, page: int,  # noqa: PLR0917
+              reached: list[Reached], message: str, head: str, more: str, code: str | None,
+              prefix: str) -> None:
+        """One page to each contact reached, rendered once per channel (and per mail when
+        the mail carries its own links), each recorded in the timeline."""
+        sid, now, fmt = self.sid, self.now, self.fmt
+        flat = one_line(message)
+        mail = sms = ("", "")  # (subject, text)
+        if any(isinstance(r.contact, EmailTarget) for r in reached):
+            mail = (subject(sid, flat, f"({more})" if more else ""),
+                    mail_body(head, message, more))
+        if any(isinstance(r.contact, SmsTarget) for r in reached):
+            reply = f"Reply ACK {code} to acknowledge, RES {code} to resolve." if code else ""
+            sms = ("", sms_text(head, flat, fmt, " ".join(filter(None, (more, reply)))))
+        effects = self.effects
+        for contact, user, via in reached:
+            by_mail = isinstance(contact, EmailTarget)
+            text = mail if by_mail else sms
+            if by_mail and fmt.links is not None:  # links are bound to their contact
+                text = (mail[0], mail_body(head, message, more,
+                                           self._links(fmt.links, number, contact.uri)))
+            effects.append(Notify(sid, number, level, contact, text[0], text[1],
+                                  prefix + contact.uri, round_, page))
+            effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
+                                                     contact.masked,
+                                                     "mail" if by_mail else "sms",
+                                                     user=user, via=via)))
+
+    def _links(self, links: Links, number: int, uri: str) -> str:
+        """The lines a mail ends with: Acknowledge, Resolve, and the incident's page."""
+        target = links.digest(uri)
+        ack = links.respond_url(claim_for("ack", self.sid, number, target, self.now))
+        res = links.respond_url(claim_for("res", self.sid, number, target, self.now))
+        page = links.url(f"/services/{self.sid}/incidents/{number}")
+        return f"Acknowledge: {ack}\nResolve: {res}\nIncident: {page}"
 
     # -- failed pages ------------------------------------------------------------
 
@@ -462,12 +573,9 @@ class _Core:
                 or target in incident.failed:
             return self._ignored("stale_delivery")
         failed = incident.failed | {target}
-        if failed >= {t.uri for t in incident.policy.level(incident.level).targets}:
+        if failed >= incident.page_targets:
             return self._escalate(incident, "delivery_failed")
-        noted = Incident(incident.number, incident.message, incident.policy, incident.level,
-                         False, incident.armed_token, incident.ack_deadline, incident.round,
-                         incident.page, failed, incident.opened_at, incident.acknowledged_by,
-                         incident.acks, incident.legacy)
+        noted = incident._replace(failed=failed)
         return self._done(self._service(noted), "page_failed")
 
     # -- heartbeats --------------------------------------------------------------

@@ -50,17 +50,68 @@ class SmsTarget:
 
 
 
-Target = EmailTarget | SmsTarget
+Contact = EmailTarget | SmsTarget
 
 
-def parse_target(uri: str) -> Target:
-    """`mailto:someone@example.com` or `sms:+33600000001` -> a target. Raises ValueError."""
+@dataclass(frozen=True, slots=True)
+class UserTarget:
+    """A person by id: paging them pages every contact they have, resolved at page time."""
+
+    id: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "user")
+        object.__setattr__(self, "uri", f"user:{self.id}")
+        object.__setattr__(self, "masked", self.uri)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationTarget:
+    """Whoever a rotation puts on call when the page is decided."""
+
+    id: str
+    masked: str = field(init=False, repr=False, compare=False)
+    uri: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "rotation")
+        object.__setattr__(self, "uri", f"rotation:{self.id}")
+        object.__setattr__(self, "masked", self.uri)
+
+
+Target = EmailTarget | SmsTarget | UserTarget | RotationTarget
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_id(value: str, what: str) -> None:
+    if not _ID.fullmatch(value):
+        raise ValueError(f"not a {what} id (1-64 of A-Z a-z 0-9 . _ -): {value!r}")
+
+
+def parse_contact(uri: str) -> Contact:
+    """`mailto:someone@example.com` or `sms:+33600000001` -> a contact. Raises ValueError."""
     scheme, sep, rest = uri.partition(":")
     if sep and scheme == "mailto":
         return EmailTarget(rest)
     if sep and scheme == "sms":
         return SmsTarget(rest)
-    raise ValueError(f"not a target (want mailto:ADDRESS or sms:NUMBER): {uri!r}")
+    raise ValueError(f"not a contact (want mailto:ADDRESS or sms:NUMBER): {uri!r}")
+
+
+def parse_target(uri: str) -> Target:
+    """A level target: a contact, `user:ID` or `rotation:ID`. Raises ValueError."""
+    scheme, sep, rest = uri.partition(":")
+    if sep and scheme == "user":
+        return UserTarget(rest)
+    if sep and scheme == "rotation":
+        return RotationTarget(rest)
+    if sep and scheme in ("mailto", "sms"):
+        return parse_contact(uri)
+    raise ValueError(f"not a target (want mailto:ADDRESS, sms:NUMBER, user:ID or "
+                     f"rotation:ID): {uri!r}")
 
 
 @dataclass(frozen=True, init=False)
@@ -201,7 +252,10 @@ class Incident(NamedTuple):
     (first page, escalations, repeats, expired acks), so every page has its
     own delivery id; `failed` holds the targets whose page number `page`
     failed for good. `legacy` marks an incident opened before alerts had keys:
-    a resolve of any key closes it.
+    a resolve of any key closes it. `reply_code` is what an SMS reply names it
+    by (when replies are on); `paged` holds every contact URI paged for it, who
+    may answer by SMS and who gets status updates; `page_targets` those of page
+    number `page` (a level whose every one failed escalates at once).
     """
 
     number: int
@@ -218,6 +272,9 @@ class Incident(NamedTuple):
     acknowledged_by: str | None = None
     acks: int = 0
     legacy: bool = False
+    reply_code: str | None = None
+    paged: frozenset[str] = frozenset()
+    page_targets: frozenset[str] = frozenset()
 
 
 class ArmedTimer(NamedTuple):
@@ -234,7 +291,9 @@ class MonitoredService(NamedTuple):
     - `incident`: the open incident, if any;
     - `alerts`: the firing alerts, oldest first (suppressed ones included);
     - `windows`: maintenance windows not yet ended;
-    - `heartbeat_token`, `heartbeat_deadline`: the armed heartbeat, if any.
+    - `heartbeat_token`, `heartbeat_deadline`: the armed heartbeat, if any;
+    - `released_codes`: reply codes of incidents closed in the last 24 h, with
+      when, so that no code names a newer incident before a day has passed.
     `incidents_opened`, `windows_opened` and `heartbeats` number incidents,
     windows and heartbeat timers, so a token of an old one never matches a
     new one. `version` grows with every state change.
@@ -250,6 +309,7 @@ class MonitoredService(NamedTuple):
     heartbeat_token: str | None = None
     heartbeat_deadline: datetime | None = None
     heartbeats: int = 0
+    released_codes: tuple[tuple[str, datetime], ...] = ()
 
     @property
     def health(self) -> Health:
@@ -283,3 +343,16 @@ class MonitoredService(NamedTuple):
 def window_token(service_id: str, window: int) -> str:
     """The token of the timer that ends maintenance window `window`."""
     return f"{service_id}~window{window}"
+
+
+def reply_codes_of(states: list[MonitoredService]) -> list[tuple[str, str, int, datetime | None]]:
+    """(code, service, incident, released) for every reply code these states hold: each open
+    incident's (released None), and those their services released (the incident numbers of
+    released codes no longer matter: 0)."""
+    found: list[tuple[str, str, int, datetime | None]] = []
+    for state in states:
+        if state.incident is not None and state.incident.reply_code is not None:
+            found.append((state.incident.reply_code, state.service_id, state.incident.number,
+                          None))
+        found.extend((code, state.service_id, 0, at) for code, at in state.released_codes)
+    return found

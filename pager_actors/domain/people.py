@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pager_actors.domain.model import Target
+from pager_actors.domain.model import Contact
 
-USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# The same ids as `user:ID` targets.
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX_CHARS = 100
 
 
 def check_user_id(user_id: object) -> str:
     """`user_id` if it is a valid id (people type it to log in), else ValueError."""
     if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
-        raise ValueError(f"not a user id (1-64 of A-Z a-z 0-9 . _ @ -, starting with a "
+        raise ValueError(f"not a user id (1-64 of A-Z a-z 0-9 . _ -, starting with a "
                          f"letter or digit): {str(user_id)[:80]!r}")
     return user_id
 
@@ -36,4 +37,4 @@ class User:
     id: str
     name: str
     password_hash: str | None = field(default=None, repr=False)
-    contacts: tuple[Target, ...] = ()
+    contacts: tuple[Contact, ...] = ()

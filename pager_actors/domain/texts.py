@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pager_actors.domain.links import Links
+from pager_actors.domain.model import EmailTarget, SmsTarget
+
 ELLIPSIS = "…"
 SUBJECT_MAX_CHARS = 200
 SMS_MAX_CHARS = 1600
@@ -32,10 +35,22 @@ _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True, slots=True)
 class PageFormat:
-    """How much alert text goes into a page. `sms_message_chars` is the config's
-    `[sms] max_message_chars`."""
+    """What pages carry besides the alert.
+
+    - `sms_message_chars`: how much alert text an SMS carries (`[sms] max_message_chars`);
+    - `links`: where and how to sign Acknowledge/Resolve links in mails (None: no links);
+    - `reply_codes`: whether SMS pages end with a reply code (SMS replies can arrive);
+    - `status_updates`: whether everyone paged hears when the incident is acknowledged
+      or resolved;
+    - `fallback`: who is paged when a level reaches nobody (nobody on call), and once
+      when escalation is exhausted (`[pager] fallback`).
+    """
 
     sms_message_chars: int = 300
+    links: Links | None = None
+    reply_codes: bool = False
+    status_updates: bool = False
+    fallback: tuple[EmailTarget | SmsTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if not 20 <= self.sms_message_chars <= 1000:
@@ -88,8 +103,10 @@ def headline(service_id: str, incident: int, level: int) -> str:
     return f"[{service_id}] level {level} page, incident #{incident}"
 
 
-def mail_body(head: str, message: str, tail: str = "") -> str:
-    """`head`, a blank line, the message with its line breaks, then `tail`; within 64 KiB."""
+def mail_body(head: str, message: str, *tails: str) -> str:
+    """`head`, a blank line, the message with its line breaks, then each non-empty tail
+    after a blank line; within 64 KiB, only the message being cut."""
+    tail = "\n\n".join(filter(None, tails))
     clean = message if message.isprintable() else _BODY_CONTROL.sub(
         "", message.replace("\r\n", "\n").replace("\r", "\n"))
     frame = f"{head}\n\n\n\n{tail}"

@@ -17,13 +17,15 @@ from typing import NamedTuple
 EVENTS = frozenset({
     "opened", "alert_added", "alert_resolved", "paged", "delivered", "delivery_failed",
     "escalated", "acknowledged", "ack_expired", "suppressed", "resolved", "exhausted",
+    "no_one_on_call",
 })
 
 
 class TimelineEntry(NamedTuple):
     """One event of one incident. `incident` is None for an alert suppressed by maintenance,
     which belongs to no incident. `message` is the alert's text, on the entries of a firing
-    alert (opened, alert_added, suppressed)."""
+    alert (opened, alert_added, suppressed). On `paged` entries, `user` is who was paged
+    (when known) and `via` how they were found: `rotation ID`, `user` or `fallback`."""
 
     at: datetime
     event: str
@@ -36,6 +38,8 @@ class TimelineEntry(NamedTuple):
     by: str | None = None
     key: str | None = None
     message: str | None = None
+    user: str | None = None
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,3 +170,18 @@ def test_a_v1_file_migrates_with_its_incident_keyed_default_and_its_outbox(tmp_p
                     ack_timeout=timedelta(minutes=15))
     assert closed.event == "resolved"
     store.close()
+
+
+def test_overrides_are_stored_numbered_and_pruned(store):
+    """Ids grow; removal names the rotation; past ones are pruned; all come back by rotation."""
+    first = store.add_override("primary", "dave", NOW, NOW + timedelta(hours=2), NOW)
+    second = store.add_override("primary", "erin", NOW + timedelta(hours=1),
+                                NOW + timedelta(days=2), NOW)
+    store.add_override("secondary", "bob", NOW, NOW + timedelta(days=1), NOW)
+    assert second.id > first.id
+    assert [o.user for o in store.overrides()["primary"]] == ["dave", "erin"]
+    assert store.remove_override("secondary", first.id) is False
+    assert store.prune_overrides(NOW + timedelta(hours=3)) == 1
+    assert [o.user for o in store.overrides()["primary"]] == ["erin"]
+    assert store.remove_override("primary", second.id) is True
+    assert "primary" not in store.overrides() or store.overrides()["primary"] == []

@@ -361,3 +361,59 @@ def test_readyz_says_why_the_pager_is_not_ready(world, monkeypatch):
     monkeypatch.undo()
     pager.stop()
     assert client.get("/readyz").json()["reason"] == "the pager is stopping"
+
+
+def scoped_world():
+    from pager_actors.daemon.config import ApiToken  # noqa: PLC0415
+
+    mail, sms, timer = RecordingMailSender(), RecordingSmsSender(), ManualTimer()
+    pager = Pager.start(policies=InMemoryPolicyRepository(two_level_policy(s) for s in SERVICES),
+                        mail=mail, sms=sms, timer=timer, max_in_flight=0)
+    tokens = (ApiToken("cron", "ingest-token", frozenset({"ingest"})),
+              ApiToken("ops", "operate-token", frozenset({"operate"})),
+              ApiToken("board", "read-token", frozenset({"read"})))
+    config = Config(source=Path("test.toml"), server=ServerConfig(token="all-token",
+                                                                  tokens=tokens),
+                    services=tuple(two_level_policy(s) for s in SERVICES))
+    return pager, TestClient(create_app(pager, config, Metrics(pager, lambda: (0.0, 0.0))))
+
+
+@pytest.mark.parametrize("token,alert,ack,read", [
+    ("ingest-token", 202, 403, 403),
+    ("operate-token", 403, 202, 403),
+    ("read-token", 403, 403, 200),
+    ("all-token", 202, 202, 200),
+    ("nope", 401, 401, 401),
+])
+def test_each_token_may_do_what_its_scopes_allow(token, alert, ack, read):
+    """ingest: alerts and heartbeats; operate: acks and resolves; read: GETs; else 403."""
+    pager, client = scoped_world()
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        got = client.post("/api/v1/alerts", json={"service_id": "checkout", "message": "x"},
+                          headers=auth)
+        assert got.status_code == alert
+        assert client.post("/api/v1/services/checkout/acknowledge",
+                           headers=auth).status_code == ack
+        assert client.get("/api/v1/services/checkout", headers=auth).status_code == read
+        if alert == 403:
+            assert "may not ingest" in got.json()["error"]
+    finally:
+        pager.stop()
+
+
+def test_sms_inbound_answers_404_when_replies_are_off():
+    """Without public_url and a Twilio gateway, the webhook is not there."""
+    from pager_actors.daemon.replies import routes  # noqa: PLC0415
+
+    pager = Pager.start(policies=InMemoryPolicyRepository([]), mail=RecordingMailSender(),
+                        sms=RecordingSmsSender(), timer=ManualTimer())
+    try:
+        config = Config(source=Path("t.toml"))
+        app = create_app(pager, config, Metrics(pager, lambda: (0.0, 0.0)),
+                         extra_routes=routes(pager, links=None, twilio_token=None,
+                                             public_url=None))
+        response = TestClient(app).post("/api/v1/sms/inbound", data={"Body": "ACK 1234"})
+        assert response.status_code == 404 and "replies are off" in response.json()["error"]
+    finally:
+        pager.stop()

@@ -43,11 +43,12 @@ def modules(package: str) -> list[Path]:
 
 
 def test_domain_imports_only_stdlib_and_itself():
-    """The domain is pure: no pykka, no structlog, nothing outside the standard library."""
-    for path in modules("pager_actors/domain"):
+    """The domain and the on-call arithmetic are pure: nothing outside the standard library."""
+    for path in [*modules("pager_actors/domain"), *modules("pager_actors/oncall")]:
         for name in imports_of(path):
             top = name.split(".")[0]
-            assert top in sys.stdlib_module_names or name.startswith("pager_actors.domain"), (
+            assert top in sys.stdlib_module_names or name.startswith(
+                ("pager_actors.domain", "pager_actors.oncall")), (
                 f"{path.relative_to(ROOT)} imports {name}")
 
 
@@ -57,7 +58,8 @@ def test_adapters_never_import_the_actor_runtime():
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
-                                           "pager_actors.scheduler", "pager_actors.logs")))
+                                           "pager_actors.scheduler", "pager_actors.logs",
+                                           "pager_actors.oncall")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
 
 

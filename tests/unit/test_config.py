@@ -304,3 +304,57 @@ def test_max_concurrency_out_of_range_is_refused(tmp_path, value, message):
     text = GOOD.replace('auth_token = "tok"', f'auth_token = "tok"\nmax_concurrency = {value}')
     [problem] = problems(tmp_path, text)
     assert "[sms] max_concurrency" in problem and message in problem
+
+
+PUBLIC = 'listen = "127.0.0.1:9090"\npublic_url = "https://pager.example.com"\n' \
+         'secret = "' + "s" * 40 + '"'
+
+
+def test_public_url_needs_a_secret_and_a_token_and_never_shows_the_secret(tmp_path):
+    """A daemon people reach signs its links and keeps its API closed."""
+    text = GOOD.replace('listen = "127.0.0.1:9090"', PUBLIC)
+    config = load_config(write(tmp_path, text))
+    assert config.server.public_url == "https://pager.example.com" and config.warnings == ()
+    assert config.replies  # and the SMS kind is twilio
+    no_secret = problems(tmp_path, text.replace('secret = "' + "s" * 40 + '"', ""))
+    assert ["[server] secret: required with public_url" in p for p in no_secret] == [True]
+    no_token = problems(tmp_path, text.replace('token = "from-file"\n', ""))
+    assert ["[server] token: required with public_url" in p for p in no_token] == [True]
+    [short] = problems(tmp_path, text.replace("s" * 40, "tooshort"))
+    assert "at least 32 bytes" in short and "tooshort" not in short
+
+
+def test_without_public_url_check_config_warns_and_passes(tmp_path, capsys):
+    """No links, no replies: said on stderr, exit 0."""
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "warning: no [server] public_url" in capsys.readouterr().err
+
+
+def test_scoped_tokens_from_the_file_or_the_environment(tmp_path):
+    """[[server.tokens]]: a name, a token or token_env, and scopes among three."""
+    text = GOOD + """
+[[server.tokens]]
+name = "cron"
+token_env = "CRON_TOKEN"
+scopes = ["ingest"]
+
+[[server.tokens]]
+name = "dashboard"
+token = "read-only-token"
+scopes = ["read"]
+"""
+    config = load_config(write(tmp_path, text), {"CRON_TOKEN": "cron-secret"})
+    assert [(t.name, t.token, sorted(t.scopes)) for t in config.server.tokens] == [
+        ("cron", "cron-secret", ["ingest"]), ("dashboard", "read-only-token", ["read"])]
+    missing = problems(tmp_path, text)
+    assert any("token_env: the environment has no 'CRON_TOKEN'" in p for p in missing)
+    bad = problems(tmp_path, text.replace('["read"]', '["read", "admin"]'),
+                   {"CRON_TOKEN": "x"})
+    assert any("scopes: a non-empty list of ingest, operate, read" in p for p in bad)
+
+
+def test_status_updates_is_a_pager_switch(tmp_path):
+    """[pager] status_updates, off by default."""
+    assert load_config(write(tmp_path, GOOD)).pager.status_updates is False
+    text = GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "15m"\nstatus_updates = true')
+    assert load_config(write(tmp_path, text)).pager.status_updates is True
