@@ -3,8 +3,9 @@
 Reads go through the `Pager` facade on a worker thread; commands are awaited
 without blocking the event loop. Every action names its user (`by` =
 `console:<name>`), and Acknowledge and Resolve carry the incident number the
-page showed: if another incident is open by the time the form arrives, the
-console says so instead of acting on an incident its user has not seen.
+page showed; the engine acts only on that incident, so if another one is open
+by the time the form arrives, the console says so instead of acting on an
+incident its user has not seen.
 """
 
 from __future__ import annotations
@@ -109,9 +110,14 @@ class ServicePages:
             raise ConsoleError(404, "No such incident",
                                f"{service_id} has no incident #{number}, or it is older than "
                                "the timeline keeps.")
+        # Still open (the link in a page's mail leads here): its buttons too.
+        state: MonitoredService = await console.read(console.pager.state, service_id)
+        now = console.now()
+        open_now = state.incident is not None and state.incident.number == number
         return console.render(request, "incident.html", found=found,
                               title=f"{service_id}: incident #{number}", service_id=service_id,
-                              incident=views.incident(summary, console.now()),
+                              incident=views.incident(summary, now),
+                              row=views.service_row(state, now) if open_now else None,
                               timeline=views.timeline(entries[-TIMELINE_LIMIT:]))
 
     # -- actions ---------------------------------------------------------------

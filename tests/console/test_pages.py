@@ -232,3 +232,18 @@ def test_a_service_that_cannot_be_read_does_not_hide_the_others(site, monkeypatc
     assert page.status_code == 200
     assert "Cannot tell" in page.text and "search is quarantined for 300 s" in page.text
     assert "Not acknowledged" in page.text
+
+
+def test_an_open_incidents_own_page_has_its_buttons(site):
+    """The page a mail links to (/services/{id}/incidents/{n}) acts while n is open."""
+    site.pager.alert("checkout", "down").get(timeout=5)
+    client = logged_in(site.client())
+    page = client.get("/services/checkout/incidents/1").text
+    assert re.search(r"Incident #1:\s*not acknowledged", page)
+    assert ">Acknowledge</button>" in page
+    response = client.post("/services/checkout/acknowledge",
+                           data={"csrf": csrf_of(page), "incident": "1"})
+    assert response.status_code == 303
+    site.pager.healthy("checkout").get(timeout=5)
+    closed = client.get("/services/checkout/incidents/1").text
+    assert ">Acknowledge</button>" not in closed and ">Resolve</button>" not in closed
