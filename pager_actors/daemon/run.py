@@ -41,9 +41,10 @@ from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_c
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.server import build_server
-from pager_actors.domain import EscalationPolicy, Health, PageFormat
+from pager_actors.domain import Contact, EscalationPolicy, Health, PageFormat
 from pager_actors.domain.links import LinkKey, Links
 from pager_actors.logs import get_logger
+from pager_actors.oncall.directory import OnCall
 from pager_actors.ports import MailSender, SmsSender, StoreError
 
 log = get_logger("pager_actors.daemon")
@@ -88,7 +89,8 @@ def links(config: Config) -> Links | None:
 
 def page_format(config: Config) -> PageFormat:
     return PageFormat(sms_message_chars=config.sms.max_message_chars, links=links(config),
-                      reply_codes=config.replies, status_updates=config.pager.status_updates)
+                      reply_codes=config.replies, status_updates=config.pager.status_updates,
+                      fallback=config.pager.fallback)
 
 
 def open_store(config: Config) -> SqliteStore:
@@ -140,6 +142,7 @@ def run(config: Config) -> int:
         raise
     timer = ThreadedTimer()
     policies = InMemoryPolicyRepository(config.services)
+    oncall = OnCall(config.users, config.rotations, store)
     mail, sms = mail_sender(config), sms_sender(config)
     pager = Pager.start(
         policies=policies, mail=mail, sms=sms, timer=timer,
@@ -154,13 +157,21 @@ def run(config: Config) -> int:
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
+        resolver=oncall.resolve,
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    reloader = Reloader(config, policies, pager)
-    app = create_app(pager, config, metrics, services=policies.service_ids,
+    reloader = Reloader(config, policies, pager, oncall)
+
+    def who(channel: str, contact: Contact) -> str:
+        """`by` for a page answered by link or SMS: the user's id, else the masked contact."""
+        owner = oncall.owner(contact.uri)
+        return f"{channel}:{owner}" if owner else f"{channel}:{contact.masked}"
+
+    app = create_app(pager, config, metrics, services=policies.service_ids, oncall=oncall,
                      extra_routes=replies.routes(
                          pager, links=links(config), public_url=config.server.public_url,
-                         twilio_token=config.sms.auth_token if config.replies else None),
+                         twilio_token=config.sms.auth_token if config.replies else None,
+                         who=who),
                      console=console_app(pager, config, policies, reloader))
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     for warning in config.warnings:
@@ -193,7 +204,7 @@ def run(config: Config) -> int:
 
 
 class Reloader:
-    """SIGHUP: read the config again and swap in its services, policies and users.
+    """SIGHUP: read the config again and swap in its services, policies, users and rotations.
 
     An invalid file is refused whole: every problem is logged and the running
     config stays. Open incidents keep the policy snapshot they opened with. A
@@ -203,10 +214,12 @@ class Reloader:
     restart: a change to them is logged and not applied.
     """
 
-    def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager) -> None:
+    def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager,
+                 oncall: OnCall | None = None) -> None:
         self._config = config
         self._policies = policies
         self._pager = pager
+        self._oncall = oncall
         self._lock = threading.Lock()
 
     @property
@@ -249,9 +262,11 @@ class Reloader:
                      added=sorted(new_ids - old_ids),
                      removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
                      kept_until_resolved=[p.service_id for p in kept])
-            # The running settings stay; only the services and the people change.
+            # The running settings stay; only the services, the people and rotations change.
+            if self._oncall is not None:
+                self._oncall.replace(new.users, new.rotations)
             self._config = replace(self._config, services=(*new.services, *kept),
-                                   users=new.users)
+                                   users=new.users, rotations=new.rotations)
             return True
 
     def _still_open(self, old: tuple[EscalationPolicy, ...], new: tuple[EscalationPolicy, ...]
