@@ -55,7 +55,7 @@ def test_a_rotation_level_pages_whoever_is_on_call_and_the_timeline_says_who(wor
 
 def test_an_override_switches_who_is_paged_next(world):
     """An override on top of the rotation: alice, not bob, is paged."""
-    pager, oncall, sms, _, clock = world
+    pager, oncall, sms, _, _clock = world
     oncall.add_override("primary", "alice", T0 - timedelta(hours=1), T0 + timedelta(hours=2),
                         T0)
     pager.alert("checkout", "down").get(timeout=5)
@@ -65,7 +65,7 @@ def test_an_override_switches_who_is_paged_next(world):
 
 def test_each_page_asks_again_who_is_on_call(world):
     """A repeat at level 1 a day later goes to the next person of the rotation."""
-    pager, _, sms, timer, clock = world
+    pager, _, sms, _timer, clock = world
     pager.alert("checkout", "down").get(timeout=5)
     pager.flush()
     clock[0] = T0 + timedelta(days=1)  # alice's day

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_shifts_tile_the_range_and_overrides_apply(api):
     spans = [(s["user"], s["from"], s["until"], s["override"]) for s in shifts["shifts"]]
     assert spans[0][1] == "2030-01-02T01:00:00+01:00" and spans[-1][2] == \
         "2030-01-03T01:00:00+01:00"
-    assert all(a[2] == b[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(spans))
     assert ("bob", "2030-01-02T11:00:00+01:00", "2030-01-02T13:00:00+01:00", True) in spans
     too_long = client.get("/api/v1/rotations/primary/shifts", headers=READ, params={
         "from": "2030-01-01T00:00:00+00:00", "until": "2033-01-01T00:00:00+00:00"})
