@@ -45,6 +45,7 @@ from pager_actors.domain import (
     RaiseAlert,
     ReportHealthy,
     ResolveAlert,
+    Resolver,
     ServiceStatus,
     StartMaintenance,
     TimelineEntry,
@@ -131,6 +132,7 @@ class Pager:
         keep_timeline: timedelta = DEFAULT_KEEP_TIMELINE,
         mail_concurrency: int = 8,
         sms_concurrency: int = 8,
+        resolver: Resolver | None = None,
         throttle: Throttling | None = None,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
@@ -188,7 +190,7 @@ class Pager:
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry, fmt, dispatcher, codes)
+                           registry, fmt, dispatcher, codes, resolver)
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
@@ -232,9 +234,11 @@ class Pager:
     def _prune_timeline(self, clock: Callable[[], datetime], keep: timedelta) -> None:
         """Forget timeline entries older than `keep`; again in an hour."""
         try:
-            removed = self._store.prune_timeline(clock() - keep)
+            now = clock()
+            removed = self._store.prune_timeline(now - keep)
             if removed:
                 log.info("timeline_pruned", entries=removed, keep_days=keep.days)
+            self._store.prune_overrides(now)
         except Exception as error:  # a failed prune costs nothing but disk; try again later
             log.warning("timeline_prune_failed", error=str(error))
         with contextlib.suppress(RuntimeError):  # the scheduler closed: the pager stopped

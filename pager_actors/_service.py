@@ -26,6 +26,7 @@ from pager_actors.domain import (
     Notify,
     PageFormat,
     Record,
+    Resolver,
     ServiceStatus,
     UnknownServiceError,
     decide,
@@ -98,6 +99,7 @@ class Runtime:
     page_format: PageFormat
     dispatcher: Any  # Dispatcher: re-arms a reloaded service's timers
     codes: ReplyCodes | None  # when SMS replies are on
+    resolve: Resolver | None  # who user: and rotation: targets stand for
 
 
 class ServiceCell:
@@ -199,7 +201,7 @@ class ServiceActor(pykka.ThreadingActor):
             else codes.reserve(cell.service_id, state.incidents_opened + 1)
         decision = decide(state, letter.command, policy,  # type: ignore[arg-type]
                           now=now, ack_timeout=rt.ack_timeout, fmt=rt.page_format,
-                          next_code=next_code)
+                          next_code=next_code, resolve=rt.resolve)
         closed = state.incident
         if codes is not None and closed is not None and closed.reply_code is not None \
                 and decision.service.incident is None:

@@ -5,6 +5,7 @@
     pager-actors test-page --config FILE URI  send one real test message to mailto:/sms:
     pager-actors healthcheck --config FILE    ask the running daemon's /healthz
     pager-actors demo                         one incident in memory: alert, escalation, ack
+    pager-actors hash-password                read a password, print its argon2id hash
     pager-actors --version
 
 Exit codes: 0 done; 1 failed while running (a test page not delivered, an
@@ -15,6 +16,7 @@ anything (bad command line, bad config, state file unusable or in use, port in u
 from __future__ import annotations
 
 import argparse
+import getpass
 import socket
 import sys
 import time
@@ -56,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
     demo = commands.add_parser("demo", help="play one incident in memory: alert, escalation, ack")
     demo.add_argument("--ack-timeout", type=float, default=2.0, metavar="SECONDS")
+    commands.add_parser("hash-password", help="read a password (asked on a terminal, else one "
+                                              "line of stdin) and print its argon2id hash, "
+                                              "for [[users]] password_hash")
     return parser
 
 
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args.ack_timeout)
     if args.command == "healthcheck":
         return _healthcheck(args.config, args.timeout)
+    if args.command == "hash-password":
+        return _hash_password()
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -90,6 +97,33 @@ def _serve(config: Config) -> int:
     except StartupRefused as refused:
         print(f"pager-actors: {refused}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+def _hash_password() -> int:
+    """Print an argon2id hash of a password typed twice on a terminal, or of stdin's first
+    line (without its line break) when stdin is not a terminal."""
+    from pager_actors.console.passwords import MAX_PASSWORD_CHARS, hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        try:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                print("pager-actors: the two passwords differ; nothing printed", file=sys.stderr)
+                return EXIT_REFUSED
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return EXIT_REFUSED
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("pager-actors: an empty password cannot log in; nothing printed", file=sys.stderr)
+        return EXIT_REFUSED
+    if len(password) > MAX_PASSWORD_CHARS:
+        print(f"pager-actors: a password has at most {MAX_PASSWORD_CHARS} characters",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    print(hash_password(password))
+    return EXIT_OK
 
 
 def _healthcheck(path: str, timeout: float) -> int:

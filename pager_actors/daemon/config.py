@@ -10,27 +10,37 @@ exactly as one from the file, and no problem line ever shows a secret's value.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pager_actors.domain import (
+    Contact,
     EmailTarget,
     EscalationPolicy,
     Level,
+    RotationTarget,
     SmsTarget,
     Target,
+    UserTarget,
     check_service_id,
+    parse_contact,
     parse_target,
 )
 from pager_actors.domain.links import MIN_SECRET_BYTES
 from pager_actors.domain.model import MIN_HEARTBEAT
+from pager_actors.domain.people import User, check_user_id, check_user_name
+from pager_actors.oncall import Rotation
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -66,6 +76,8 @@ class ServerConfig:
     # A request not received completely (head and body) this long after its first byte
     # gets a 408 and its connection is closed: half-sent requests hold nothing for long.
     request_timeout: timedelta = timedelta(seconds=10)
+    # Proxies whose X-Forwarded-For names the client (the console's login limits).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,7 @@ class PagerConfig:
     ack_expiry: timedelta | None = None
     keep_timeline: timedelta = timedelta(days=90)
     status_updates: bool = False
+    fallback: tuple[Contact, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,8 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     services: tuple[EscalationPolicy, ...] = ()
+    users: tuple[User, ...] = ()
+    rotations: tuple[Rotation, ...] = ()
     warnings: tuple[str, ...] = ()  # said by check-config and at start, not refused
 
     @property
@@ -133,12 +148,12 @@ class Config:
         return self.server.public_url is not None and self.sms.kind == "twilio"
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> timedelta:
-    """"15m", "2s", "1h30m", "500ms" -> timedelta. Raises ValueError."""
+    """"15m", "2s", "1h30m", "500ms", "1w" -> timedelta. Raises ValueError."""
     compact = text.replace(" ", "")
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
@@ -304,6 +319,29 @@ def _readable_file(value: Any) -> Path:
         raise ValueError(f"no such file: {value!r}")
     return path
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    """[server] trusted_proxies: a list of IP addresses or CIDR networks."""
+    if not isinstance(value, list):
+        raise TypeError(f'expected a list of addresses or networks such as ["10.0.0.1", '
+                        f'"192.168.0.0/24"], got {value!r}')
+    networks = []
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"expected an address or network string, got {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as error:
+            raise ValueError(f"not an IP address or network: {item!r} ({error})") from None
+    return tuple(networks)
+
+
+def _fallback(value: Any) -> tuple[Contact, ...]:
+    """[pager] fallback: contacts paged when a level reaches nobody."""
+    if not isinstance(value, list) or not value:
+        raise TypeError('expected a non-empty list of "mailto:…"/"sms:…" contacts')
+    return tuple(parse_contact(uri if isinstance(uri, str) else repr(uri)) for uri in value)
+
+
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int,
                "request_timeout": _positive_duration, "public_url": _http_url,
@@ -313,7 +351,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration,
               "ack_expiry": _positive_duration, "keep_timeline": _positive_duration,
-              "status_updates": _BOOL},
+              "status_updates": _BOOL, "fallback": _fallback},
     "mail": {"kind": _choice("smtp", "log"), "host": _nonempty, "port": _port,
              "sender": _email, "starttls": _BOOL, "username": _secret,
              "password": _secret, "ca_file": _readable_file, "timeout": _positive_duration,
@@ -324,6 +362,8 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
             "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "alertmanager": {"service_label": _nonempty},
 }
+
+_SECTIONS["server"]["trusted_proxies"] = _networks
 
 # Per-contact throttles, the same two keys in [mail] and [sms]: max_per_contact messages to
 # one contact per throttle_window (0 turns the channel's throttle off).
@@ -383,9 +423,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: not UTF-8 text: {error}"]) from error
 
     for name in doc:
-        if name not in (*_SECTIONS, "services"):
+        if name not in (*_SECTIONS, "services", "users", "rotations"):
             check.problem(f"[{name}]", f"unknown section (known: {', '.join(_SECTIONS)}, "
-                                       "[[services]])")
+                                       "[[services]], [[users]], [[rotations]])")
     for section, key in _FROM_ENVIRONMENT:  # checked below exactly as the file's values
         value = environ.get(f"PAGER_{section.upper()}_{key.upper()}")
         if value and isinstance(doc.setdefault(section, {}), dict):
@@ -394,11 +434,115 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     raw["server"]["tokens"] = _api_tokens(raw["server"].get("tokens", []), environ, check)
     # A refused [pager] ack_expiry is reported once, there; the services then default to none.
     services = _services(doc.get("services", []), check, raw["pager"].get("ack_expiry"))
+    users = _users(doc.get("users", []), check)
+    declared: set[str] = set()
+    rotations = _rotations(doc.get("rotations", []), check, declared)
+    _check_people(services, users, rotations, declared, check)
     config = _assemble(path, raw, services, check)
     if check.problems:
         raise ConfigError(check.problems)
     assert config is not None
-    return config
+    if not config.pager.fallback:
+        config = replace(config, warnings=(*config.warnings, (
+            f"{path}: warning: no [pager] fallback: a level that reaches nobody (no one on "
+            "call) pages nobody, and an exhausted escalation tells no one")))
+    return replace(config, users=users, rotations=rotations)
+
+
+_ROTATION_KEYS = ("id", "time_zone", "shift", "start", "users")
+
+
+def _rotations(entries: Any, check: _Checker, declared: set[str]) -> tuple[Rotation, ...]:
+    """[[rotations]]: id, time_zone (IANA), shift (at least 1h), start (local wall time of
+    the first handoff, no offset), users (ids, in turn order). `declared` gets every id
+    given, valid or not, so a refused rotation is not also reported as missing."""
+    if not isinstance(entries, list):
+        check.problem("[[rotations]]", "must be an array of tables ([[rotations]])")
+        return ()
+    found: list[Rotation] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"[[rotations]] #{i + 1}"
+        if not isinstance(entry, dict):
+            check.problem(where, "must be a table")
+            continue
+        for key in entry:
+            if key not in _ROTATION_KEYS:
+                check.problem(f"{where} {key}",
+                              f"unknown key (known: {', '.join(_ROTATION_KEYS)})")
+        try:
+            rotation_id = RotationTarget(entry.get("id")).id  # type: ignore[arg-type]
+        except (TypeError, ValueError) as error:
+            check.problem(f"{where} id", str(error))
+            continue
+        where = f"[[rotations]] #{i + 1} (id {rotation_id!r})"
+        if rotation_id in seen:
+            check.problem(f"{where} id", "duplicate rotation id")
+            continue
+        seen.add(rotation_id)
+        declared.add(rotation_id)
+        try:
+            found.append(_rotation(rotation_id, entry))
+        except (TypeError, ValueError, ZoneInfoNotFoundError) as error:
+            what = "time_zone: unknown zone" if isinstance(error, ZoneInfoNotFoundError) \
+                else str(error)
+            check.problem(where, what)
+    return tuple(found)
+
+
+def _rotation(rotation_id: str, entry: dict[str, Any]) -> Rotation:
+    zone = entry.get("time_zone")
+    if not isinstance(zone, str) or not zone:
+        raise ValueError("time_zone: an IANA zone such as \"Europe/Paris\" is required")
+    try:
+        ZoneInfo(zone)
+    except (ValueError, ZoneInfoNotFoundError) as error:
+        raise ValueError(f"time_zone: unknown zone {zone!r}") from error
+    shift = _duration(entry.get("shift"))
+    start = entry.get("start")
+    if not isinstance(start, str):
+        raise ValueError('start: the local wall time of the first handoff, such as '
+                         '"2026-11-30T09:00"')
+    try:
+        first = datetime.fromisoformat(start)
+    except ValueError as error:
+        raise ValueError(f"start: not a local time: {start!r}") from error
+    if first.tzinfo is not None:
+        raise ValueError("start: a local wall time in time_zone, without an offset")
+    users = entry.get("users")
+    if not isinstance(users, list) or not users or not all(isinstance(u, str) for u in users):
+        raise ValueError("users: a non-empty list of user ids")
+    if shift < timedelta(hours=1):
+        raise ValueError(f"shift: at least 1h, got {entry.get('shift')!r}")
+    return Rotation(rotation_id, zone, shift, first, tuple(users))
+
+
+def _check_people(services: tuple[EscalationPolicy, ...], users: tuple[User, ...],
+                  rotations: tuple[Rotation, ...], declared: set[str],
+                  check: _Checker) -> None:
+    """Every user a rotation or a level names exists and can be reached; every rotation a
+    level names exists. (A console-only user needs no contacts.)"""
+    contacts = {user.id: user.contacts for user in users}
+    for rotation in rotations:
+        for user_id in rotation.users:
+            _reachable(user_id, contacts, f"[[rotations]] (id {rotation.id!r}) users", check)
+    for policy in services:
+        for n, level in enumerate(policy.levels):
+            where = f"[[services]] (id {policy.service_id!r}) levels[{n}]"
+            for target in level.targets:
+                if isinstance(target, UserTarget):
+                    _reachable(target.id, contacts, where, check)
+                elif isinstance(target, RotationTarget) and target.id not in declared:
+                    check.problem(where, f"no rotation {target.id!r} ([[rotations]])")
+
+
+def _reachable(user_id: str, contacts: dict[str, tuple[Contact, ...]], where: str,
+               check: _Checker) -> None:
+    if user_id not in contacts:
+        check.problem(where, f"no user {user_id!r} ([[users]])")
+    elif not contacts[user_id]:
+        check.problem(where, f"user {user_id!r} has no contacts: nobody could be paged")
+
 
 
 def _api_tokens(entries: Any, environ: Mapping[str, str], check: _Checker
@@ -592,3 +736,68 @@ def _check_senders(mail: dict[str, Any], sms: dict[str, Any], check: _Checker) -
             if key not in sms and ("sms", shown) not in check.invalid:
                 check.problem(f"[sms] {shown}", 'required when kind = "twilio" (or set '
                                                 f"PAGER_SMS_{shown.upper()})")
+
+
+_USER_KEYS = ("id", "name", "password_hash", "contacts")
+
+
+def _users(entries: Any, check: _Checker) -> tuple[User, ...]:
+    """[[users]]: people, with an optional password hash (the console) and contacts.
+    A hash's value never appears in a problem line."""
+    from pager_actors.console.passwords import check_password_hash  # noqa: PLC0415 - argon2
+
+    if not isinstance(entries, list):
+        check.problem("[[users]]", "must be an array of tables ([[users]])")
+        return ()
+    users: list[User] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"[[users]] #{i + 1}"
+        if not isinstance(entry, dict):
+            check.problem(where, "must be a table")
+            continue
+        for key in entry:
+            if key not in _USER_KEYS:
+                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_USER_KEYS)})")
+        try:
+            user_id = check_user_id(entry.get("id"))
+        except ValueError as error:
+            check.problem(f"{where} id", str(error))
+            continue
+        where = f"[[users]] #{i + 1} (id {user_id!r})"
+        if user_id in seen:
+            check.problem(f"{where} id", f"duplicate user id, first defined in [[users]] "
+                                         f"#{seen[user_id] + 1}")
+            continue
+        seen[user_id] = i
+        ok = True
+        try:
+            name = check_user_name(entry.get("name"))
+        except ValueError as error:
+            check.problem(f"{where} name", str(error))
+            ok = False
+        password_hash = None
+        if "password_hash" in entry:
+            try:
+                password_hash = check_password_hash(entry["password_hash"])
+            except (TypeError, ValueError) as error:
+                check.problem(f"{where} password_hash", str(error))
+                ok = False
+        contacts = _contacts(entry.get("contacts", []), where, check)
+        if ok and contacts is not None:
+            users.append(User(user_id, name, password_hash, contacts))
+    return tuple(users)
+
+
+def _contacts(value: Any, where: str, check: _Checker) -> tuple[Contact, ...] | None:
+    """A user's contacts: mail addresses and phone numbers; None if any is malformed."""
+    if not isinstance(value, list):
+        check.problem(f"{where} contacts", 'expected a list of "mailto:…"/"sms:…" contacts')
+        return None
+    parsed: list[Contact] = []
+    for n, uri in enumerate(value):
+        try:
+            parsed.append(parse_contact(uri if isinstance(uri, str) else repr(uri)))
+        except ValueError as error:
+            check.problem(f"{where} contacts[{n}]", f"malformed contact: {error}")
+    return tuple(dict.fromkeys(parsed)) if len(parsed) == len(value) else None

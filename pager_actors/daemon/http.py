@@ -37,7 +37,8 @@ import pykka
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from pager_actors._future import CommandFuture
 from pager_actors._pager import Pager
@@ -52,10 +53,12 @@ from pager_actors.daemon.payloads import (
     json_object,
     require_text,
 )
+from pager_actors.daemon.rotations import RotationsApi
 from pager_actors.domain import PagerError, UnknownServiceError
 from pager_actors.domain.model import MAX_WINDOW
 from pager_actors.domain.timeline import summarize
 from pager_actors.errors import DeadLetterError, PagerOverloadedError, PagerStoppedError
+from pager_actors.oncall.directory import OnCall
 from pager_actors.ports import StoreError
 
 COMMIT_TIMEOUT = 10.0
@@ -75,9 +78,11 @@ _log = logging.getLogger("pager_actors.http")
 
 def create_app(pager: Pager, config: Config, metrics: Metrics, *,
                services: Callable[[], list[str]] | None = None,
-               extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+               extra_routes: Sequence[BaseRoute] = (),
+               console: ASGIApp | None = None, oncall: OnCall | None = None) -> Starlette:
     """The app. `services` lists the service ids in force (they change on a reload);
-    `extra_routes` (links, SMS replies) come before the API's catch-all."""
+    `extra_routes` (links, SMS replies) come before the API's catch-all; `console`, the
+    web console, gets every path outside the API, the probes and those routes."""
     listed = [policy.service_id for policy in config.services]
     api = _Api(pager, config, metrics, services or (lambda: listed))
     tokens = Tokens.of(config)
@@ -103,6 +108,8 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
               guard(api.post_command, _command_scope,
                     commands=("acknowledge", "healthy", "heartbeat")),
               methods=["POST"]),
+        *(_rotation_routes(RotationsApi(oncall, config.server.max_body_bytes), guard)
+          if oncall is not None else []),
         *extra_routes,
         # Any other /api/ path: the token is still checked first, then 404.
         Route("/api/{rest:path}", guard(_api_not_found, None),
@@ -110,9 +117,22 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+        *([Mount("/", app=console)] if console is not None else []),
     ]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed,
                                                         Exception: _internal_error})
+
+
+def _rotation_routes(api: RotationsApi, guard: Callable[..., Any]) -> list[BaseRoute]:
+    rotation = "/api/v1/rotations/{rotation}"
+    return [
+        Route("/api/v1/rotations", guard(api.list, "read"), methods=["GET"]),
+        Route(f"{rotation}/oncall", guard(api.on_call, "read"), methods=["GET"]),
+        Route(f"{rotation}/shifts", guard(api.shifts, "read"), methods=["GET"]),
+        Route(f"{rotation}/overrides", guard(api.add_override, "operate"), methods=["POST"]),
+        Route(f"{rotation}/overrides/{{override:int}}", guard(api.remove_override, "operate"),
+              methods=["DELETE"]),
+    ]
 
 
 class _Api:

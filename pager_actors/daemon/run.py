@@ -9,7 +9,8 @@ Start order, so that a daemon that cannot serve sends nothing:
 4. `daemon_listening`, then uvicorn serves the socket.
 Steps 1 and 2 raise StartupRefused: one line for the operator, exit code 2.
 
-SIGHUP reloads the services and their policies (`Reloader`). SIGTERM/SIGINT:
+SIGHUP reloads the services, their policies and the users (`Reloader`); the
+web console reads the users in force on every request. SIGTERM/SIGINT:
 uvicorn stops accepting and finishes in-flight requests, then the pager drains
 and stops its actors, then the timer and the store close. Exit code 0.
 """
@@ -24,6 +25,8 @@ import ssl
 import threading
 from dataclasses import replace
 
+from starlette.applications import Starlette
+
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
 from adapters.smtp import SmtpMailSender
@@ -33,14 +36,16 @@ from adapters.twilio import TwilioSmsSender
 from pager_actors._adapter_actors import RetryPolicy
 from pager_actors._pager import Pager
 from pager_actors._throttle import Throttle, Throttling
+from pager_actors.console import create_console
 from pager_actors.daemon import replies
 from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.server import build_server
-from pager_actors.domain import EscalationPolicy, Health, PageFormat
+from pager_actors.domain import Contact, EscalationPolicy, Health, PageFormat
 from pager_actors.domain.links import LinkKey, Links
 from pager_actors.logs import get_logger
+from pager_actors.oncall.directory import OnCall
 from pager_actors.ports import MailSender, SmsSender, StoreError
 
 log = get_logger("pager_actors.daemon")
@@ -85,7 +90,8 @@ def links(config: Config) -> Links | None:
 
 def page_format(config: Config) -> PageFormat:
     return PageFormat(sms_message_chars=config.sms.max_message_chars, links=links(config),
-                      reply_codes=config.replies, status_updates=config.pager.status_updates)
+                      reply_codes=config.replies, status_updates=config.pager.status_updates,
+                      fallback=config.pager.fallback)
 
 
 def throttling(config: Config) -> Throttling:
@@ -122,6 +128,17 @@ def listen_socket(server: ServerConfig) -> socket.socket:
     return sock
 
 
+def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository,
+                reloader: Reloader) -> Starlette:
+    """The web console, over what is in force: the policies and users of the last reload."""
+    public_url = config.server.public_url or ""
+    return create_console(pager, service_ids=policies.service_ids, policy=policies.get,
+                          users=lambda: reloader.config.users,
+                          ack_timeout=config.pager.ack_timeout,
+                          secure_cookies=public_url.startswith("https://"),
+                          trusted_proxies=config.server.trusted_proxies)
+
+
 def run(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; return the process exit code.
 
@@ -136,6 +153,7 @@ def run(config: Config) -> int:
         raise
     timer = ThreadedTimer()
     policies = InMemoryPolicyRepository(config.services)
+    oncall = OnCall(config.users, config.rotations, store)
     mail, sms = mail_sender(config), sms_sender(config)
     pager = Pager.start(
         policies=policies, mail=mail, sms=sms, timer=timer,
@@ -150,20 +168,29 @@ def run(config: Config) -> int:
         # block the loop. uvicorn's limit_concurrency bounds the load instead (503 past it).
         max_in_flight=0,
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
+        resolver=oncall.resolve,
         throttle=throttling(config),
     )
     metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    app = create_app(pager, config, metrics, services=policies.service_ids,
+    reloader = Reloader(config, policies, pager, oncall)
+
+    def who(channel: str, contact: Contact) -> str:
+        """`by` for a page answered by link or SMS: the user's id, else the masked contact."""
+        owner = oncall.owner(contact.uri)
+        return f"{channel}:{owner}" if owner else f"{channel}:{contact.masked}"
+
+    app = create_app(pager, config, metrics, services=policies.service_ids, oncall=oncall,
                      extra_routes=replies.routes(
                          pager, links=links(config), public_url=config.server.public_url,
-                         twilio_token=config.sms.auth_token if config.replies else None))
+                         twilio_token=config.sms.auth_token if config.replies else None,
+                         who=who),
+                     console=console_app(pager, config, policies, reloader))
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     for warning in config.warnings:
         log.warning("config_warning", warning=warning)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
              mail=config.mail.kind, sms=config.sms.kind)
-    reloader = Reloader(config, policies, pager)
     # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
     # handler that was there before: make that one a no-op, so the shutdown below runs
     # and the process exits 0.
@@ -189,7 +216,7 @@ def run(config: Config) -> int:
 
 
 class Reloader:
-    """SIGHUP: read the config again and swap in its services and policies.
+    """SIGHUP: read the config again and swap in its services, policies, users and rotations.
 
     An invalid file is refused whole: every problem is logged and the running
     config stays. Open incidents keep the policy snapshot they opened with. A
@@ -199,11 +226,19 @@ class Reloader:
     restart: a change to them is logged and not applied.
     """
 
-    def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager) -> None:
+    def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager,
+                 oncall: OnCall | None = None) -> None:
         self._config = config
         self._policies = policies
         self._pager = pager
+        self._oncall = oncall
         self._lock = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        """The config in force: the settings read at start, the last reload's services
+        and users."""
+        return self._config
 
     def request(self) -> None:
         """From the signal handler: reload on a thread of its own, never in the handler."""
@@ -235,11 +270,15 @@ class Reloader:
             self._policies.replace([*new.services, *kept])
             old_ids = {p.service_id for p in self._config.services}
             new_ids = {p.service_id for p in new.services}
-            log.info("config_reloaded", services=len(new_ids), added=sorted(new_ids - old_ids),
+            log.info("config_reloaded", services=len(new_ids), users=len(new.users),
+                     added=sorted(new_ids - old_ids),
                      removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
                      kept_until_resolved=[p.service_id for p in kept])
-            # The running settings stay; only the services change.
-            self._config = replace(self._config, services=(*new.services, *kept))
+            # The running settings stay; only the services, the people and rotations change.
+            if self._oncall is not None:
+                self._oncall.replace(new.users, new.rotations)
+            self._config = replace(self._config, services=(*new.services, *kept),
+                                   users=new.users, rotations=new.rotations)
             return True
 
     def _still_open(self, old: tuple[EscalationPolicy, ...], new: tuple[EscalationPolicy, ...]

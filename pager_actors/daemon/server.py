@@ -262,7 +262,10 @@ def build_server(app: ASGIApp, *, config: ServerConfig, graceful_shutdown: int,
         app, host=config.host, port=config.port,
         http=guard_for(config.request_timeout.total_seconds()), ws="none",
         limit_concurrency=max_requests, timeout_graceful_shutdown=graceful_shutdown,
-        log_config=None, access_log=False, lifespan="off"))
+        log_config=None, access_log=False, lifespan="off",
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; only
+        # [server] trusted_proxies may name the client (pager_actors/console/clients.py).
+        proxy_headers=False))
 
 
 def _client(address: tuple[str, int] | None) -> str | None:

@@ -72,3 +72,20 @@ def test_only_the_composition_root_imports_adapters():
         for name in imports_of(path):
             allowed = name.split(".")[0] != "adapters" or (rel, name) in DEFAULT_ADAPTERS
             assert allowed, f"{rel} imports {name}"
+
+
+# What the console may import of the package: the facade, the domain, and the errors and
+# logs every layer uses; never an actor, an adapter or the daemon.
+CONSOLE_ALLOWED = ("pager_actors.console", "pager_actors.domain", "pager_actors._pager",
+                   "pager_actors._future", "pager_actors.errors", "pager_actors.ports",
+                   "pager_actors.logs")
+
+
+def test_the_console_talks_to_the_engine_only_through_the_facade():
+    """pager_actors/console imports the Pager facade, the domain and itself; nothing else of
+    the engine, and no adapter, daemon or actor module."""
+    for path in modules("pager_actors/console"):
+        for name in imports_of(path):
+            if name.split(".")[0] in ("pager_actors", "adapters", "pykka"):
+                allowed = name == "pykka" or name.startswith(CONSOLE_ALLOWED)
+                assert allowed, f"{path.relative_to(ROOT)} imports {name}"

@@ -314,7 +314,8 @@ def test_public_url_needs_a_secret_and_a_token_and_never_shows_the_secret(tmp_pa
     """A daemon people reach signs its links and keeps its API closed."""
     text = GOOD.replace('listen = "127.0.0.1:9090"', PUBLIC)
     config = load_config(write(tmp_path, text))
-    assert config.server.public_url == "https://pager.example.com" and config.warnings == ()
+    assert config.server.public_url == "https://pager.example.com"
+    assert not any("no [server] public_url" in warning for warning in config.warnings)
     assert config.replies  # and the SMS kind is twilio
     no_secret = problems(tmp_path, text.replace('secret = "' + "s" * 40 + '"', ""))
     assert ["[server] secret: required with public_url" in p for p in no_secret] == [True]
@@ -358,3 +359,86 @@ def test_status_updates_is_a_pager_switch(tmp_path):
     assert load_config(write(tmp_path, GOOD)).pager.status_updates is False
     text = GOOD.replace('ack_timeout = "15m"', 'ack_timeout = "15m"\nstatus_updates = true')
     assert load_config(write(tmp_path, text)).pager.status_updates is True
+
+
+ONCALL = GOOD.replace('''  ["mailto:oncall@example.com", "sms:+33600000001"],
+  ["sms:+33600000002"],
+]''', '''  ["rotation:primary"],
+  ["user:dave", "sms:+33600000009"],
+]''') + """
+[pager.fallback_placeholder]
+"""
+
+
+def oncall_text(*, users: str, rotations: str) -> str:
+    return ONCALL.replace("[pager.fallback_placeholder]\n", "") + users + rotations
+
+
+USERS = """
+[[users]]
+id = "alice"
+name = "Alice"
+contacts = ["mailto:alice@example.com", "sms:+33600000001"]
+
+[[users]]
+id = "dave"
+name = "Dave"
+contacts = ["sms:+33600000004"]
+
+[[users]]
+id = "console-only"
+name = "Just Looking"
+"""
+ROTATION = """
+[[rotations]]
+id = "primary"
+time_zone = "Europe/Paris"
+shift = "1w"
+start = "2026-11-30T09:00"
+users = ["alice", "dave"]
+"""
+
+
+def test_rotations_users_and_level_targets_load(tmp_path):
+    """A rotation, users with contacts, and levels naming them."""
+    config = load_config(write(tmp_path, oncall_text(users=USERS, rotations=ROTATION)))
+    [rotation] = config.rotations
+    assert (rotation.time_zone, rotation.shift, rotation.users) == (
+        "Europe/Paris", timedelta(weeks=1), ("alice", "dave"))
+    assert [t.uri for t in config.services[0].levels[0].targets] == ["rotation:primary"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (('time_zone = "Europe/Paris"', 'time_zone = "Europe/Atlantis"'), "unknown zone"),
+    (('users = ["alice", "dave"]', 'users = []'), "users: a non-empty list"),
+    (('users = ["alice", "dave"]', 'users = ["alice", "zoe"]'), "no user 'zoe'"),
+    (('users = ["alice", "dave"]', 'users = ["console-only"]'),
+     "user 'console-only' has no contacts"),
+    (('shift = "1w"', 'shift = "30m"'), "shift: at least 1h"),
+    (('start = "2026-11-30T09:00"', 'start = "2026-11-30T09:00+01:00"'), "without an offset"),
+    (('id = "primary"', 'id = "primary"\n[[rotations]]\nid = "primary"'), "duplicate"),
+])
+def test_bad_rotations_are_refused(tmp_path, change, message):
+    """check-config refuses unknown zones, empty or unknown users, short shifts, offsets."""
+    found = problems(tmp_path, oncall_text(users=USERS, rotations=ROTATION.replace(*change)))
+    assert any(message in problem for problem in found), found
+
+
+def test_level_targets_must_name_known_reachable_people(tmp_path):
+    """rotation:ID and user:ID must exist; a user paged by name needs contacts."""
+    text = oncall_text(users=USERS, rotations=ROTATION)
+    missing = problems(tmp_path, text.replace("rotation:primary", "rotation:night"))
+    assert any("no rotation 'night'" in p for p in missing)
+    mute = problems(tmp_path, text.replace("user:dave", "user:console-only"))
+    assert any("user 'console-only' has no contacts" in p for p in mute)
+
+
+def test_fallback_is_warned_about_when_missing(tmp_path):
+    """[pager] fallback: contacts; without it, a warning."""
+    text = oncall_text(users=USERS, rotations=ROTATION)
+    assert any("no [pager] fallback" in w for w in load_config(write(tmp_path, text)).warnings)
+    with_fallback = text.replace('ack_timeout = "15m"',
+                                 'ack_timeout = "15m"\nfallback = ["sms:+33600000099"]')
+    config = load_config(write(tmp_path, with_fallback))
+    assert [c.uri for c in config.pager.fallback] == ["sms:+33600000099"]
+    assert not any("no [pager] fallback" in w for w in config.warnings)
