@@ -443,8 +443,10 @@ class _Core:
 
     def _withdraw(self, incident: Incident) -> None:
         """Pages of `incident` still held back need not go out; before any status update, so
-        that it is never withdrawn."""
-        self.effects.append(Withdraw(self.sid, incident.number, tuple(sorted(incident.paged))))
+        that it is never withdrawn. They wait in the lanes of the contacts it paged, or of
+        the fallback (paged once escalation was exhausted, and not in `paged`)."""
+        contacts = incident.paged | {contact.uri for contact in self.fmt.fallback}
+        self.effects.append(Withdraw(self.sid, incident.number, tuple(sorted(contacts))))
 
     def _status_update(self, incident: Incident, what: str, by: str | None) -> None:
         """Tell everyone paged for `incident` that it was acknowledged or resolved."""

@@ -17,6 +17,7 @@ from pager_actors.domain import (
     ReportHealthy,
     ResolveAlert,
     SmsTarget,
+    TimerFired,
     Withdraw,
     decide,
 )
@@ -58,6 +59,16 @@ def test_closing_an_incident_withdraws_its_pages_too():
         _, closed = run(RaiseAlert("disk"), close)
         assert actions(closed) == ["Withdraw", "status", "status"]
         assert Withdraw("checkout", 1, (MAIL.uri, PHONE.uri)) in closed.effects
+
+
+def test_the_withdrawal_also_looks_where_the_fallback_waits():
+    """An exhausted incident paged the fallback, which `paged` does not hold: its lane is
+    named too."""
+    backup = SmsTarget("+33600000009")
+    fmt = PageFormat(fallback=(backup,))
+    *_, acked = run(RaiseAlert("disk"), TimerFired(), TimerFired(), Acknowledge(), fmt=fmt)
+    [withdraw] = [e for e in acked.effects if isinstance(e, Withdraw)]
+    assert withdraw.contacts == (MAIL.uri, PHONE.uri, backup.uri)
 
 
 def test_an_ignored_ack_withdraws_nothing():
