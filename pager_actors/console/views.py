@@ -36,6 +36,7 @@ EVENT_LABELS = {
     "resolved": "Resolved",
     "exhausted": "Escalation exhausted",
     "no_one_on_call": "No one on call",
+    "withdrawn": "Page withdrawn",
 }
 
 
