@@ -39,7 +39,8 @@ from tests.servers import free_port
 
 def config(port: int, state: Path, services: int) -> str:
     lines = [f'[server]\nlisten = "127.0.0.1:{port}"\n[pager]\nack_timeout = "1h"\n'
-             f'state = "{state}"\n[mail]\nkind = "log"\n[sms]\nkind = "log"\n']
+             f'state = "{state}"\n[mail]\nkind = "log"\nmax_per_contact = 0\n'
+             '[sms]\nkind = "log"\nmax_per_contact = 0\n']  # ingest, not throttling
     for i in range(services):
         lines.append(f'[[services]]\nid = "svc-{i}"\nlevels = [["mailto:oncall{i}@example.com",'
                      f' "sms:+3360{i:07d}"], ["sms:+3361{i:07d}"]]\n')

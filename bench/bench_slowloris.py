@@ -44,7 +44,8 @@ BODY = (f"POST /api/v1/alerts HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {
 def config(port: int, state: Path, services: int) -> str:
     lines = [f'[server]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
              f'[pager]\nack_timeout = "1h"\nstate = "{state}"\n'
-             '[mail]\nkind = "log"\n[sms]\nkind = "log"\n']
+             '[mail]\nkind = "log"\nmax_per_contact = 0\n'
+             '[sms]\nkind = "log"\nmax_per_contact = 0\n']  # requests, not throttling
     for i in range(services):
         lines.append(f'[[services]]\nid = "svc-{i}"\nlevels = [["mailto:oncall{i}@example.com",'
                      f' "sms:+3360{i:07d}"], ["sms:+3361{i:07d}"]]\n')

@@ -54,6 +54,8 @@ class _EngineCollector(Collector):
             ("pager_acknowledgements_expired", "ack_expired",
              "Acknowledgements that expired before the incident was resolved."),
             ("pager_alerts_suppressed", "suppressed", "Alerts that fired in a maintenance window."),
+            ("pager_pages_withdrawn", "pages_withdrawn",
+             "Pages held by a contact's throttle and withdrawn by an ack before they went out."),
             ("pager_service_restarts", "service_restarts", "Service actor restarts."),
             ("pager_dead_letters", "dead_letters", "Commands dropped after crashing twice."),
             ("pager_quarantines", "services_quarantined", "Services quarantined."),
