@@ -143,15 +143,17 @@ def _migrate_v3(db: sqlite3.Connection) -> None:
                    (service_id, version, state_json.encode(state), _timers(state),
                     int(state.incident is not None), updated))
         if (legacy := state.incident) is not None:  # its timeline starts here, for the API
-            db.execute(_INSERT_ENTRY, _entry_row(service_id, TimelineEntry(
-                datetime.fromtimestamp(updated, UTC), "opened", legacy.number, legacy.level,
-                legacy.round, key=DEFAULT_KEY, message=legacy.message)))
+            db.execute("INSERT INTO timeline (service_id, incident, at, event, level, round, "
+                       "key, message) VALUES (?, ?, ?, 'opened', ?, ?, ?, ?)",
+                       (service_id, legacy.number, updated, legacy.level, legacy.round,
+                        DEFAULT_KEY, legacy.message))
     db.execute("DROP TABLE services")
     db.execute("ALTER TABLE services_v3 RENAME TO services")
 
 
 # v4: rotation overrides; outbox rows may be `withdrawn` (an ack came before a throttled page
-# went out) and name the bundle that `carried_by` them. SQLite cannot change a CHECK: the
+# went out) and name the bundle that `carried_by` them; a `paged` entry names the user it
+# reached and how (`via`). SQLite cannot change a CHECK: the
 # outbox is copied into a new table.
 _SCHEMA_V4 = """
 CREATE TABLE overrides (
@@ -187,7 +189,9 @@ INSERT INTO outbox_v4 (delivery_id, service_id, incident, level, round, page, ta
 DROP TABLE outbox;
 ALTER TABLE outbox_v4 RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox (created_at) WHERE status = 'pending';
-CREATE INDEX outbox_sent ON outbox (target, settled_at) WHERE status = 'delivered'
+CREATE INDEX outbox_sent ON outbox (target, settled_at) WHERE status = 'delivered';
+ALTER TABLE timeline ADD COLUMN user_id TEXT;
+ALTER TABLE timeline ADD COLUMN via TEXT
 """
 
 _MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
@@ -567,14 +571,15 @@ def _reason(error: BaseException) -> str:
 
 # -- rows ---------------------------------------------------------------------------
 
-_ENTRY_COLUMNS = "incident, at, event, level, round, target, channel, error, by, key, message"
-_INSERT_ENTRY = ("INSERT INTO timeline (service_id, incident, at, event, level, round, target, "
-                 "channel, error, by, key, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ENTRY_COLUMNS = ("incident, at, event, level, round, target, channel, error, by, key, message, "
+                  "user_id, via")
+_INSERT_ENTRY = (f"INSERT INTO timeline (service_id, {_ENTRY_COLUMNS}) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _entry_row(service_id: str, e: TimelineEntry) -> tuple[object, ...]:
     return (service_id, e.incident, e.at.timestamp(), e.event, e.level, e.round, e.target,
-            e.channel, e.error, e.by, e.key, e.message)
+            e.channel, e.error, e.by, e.key, e.message, e.user, e.via)
 
 
 def _entry(row: tuple[Any, ...]) -> TimelineEntry:

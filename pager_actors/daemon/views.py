@@ -47,7 +47,8 @@ def incident(summary: IncidentSummary) -> dict[str, Any]:
 
 def entry(e: TimelineEntry) -> dict[str, Any]:
     shown: dict[str, Any] = {"at": utc(e.at), "event": e.event}
-    for name in ("level", "round", "target", "channel", "error", "by", "key", "message"):
+    for name in ("level", "round", "target", "channel", "user", "via", "error", "by", "key",
+                 "message"):
         value = getattr(e, name)
         if value is not None:
             shown[name] = value

@@ -17,10 +17,12 @@ from pager_actors.domain import (
     Heartbeat,
     MonitoredService,
     RaiseAlert,
+    Record,
     ReportHealthy,
     ResolveAlert,
     StartMaintenance,
     TimerFired,
+    TimelineEntry,
     decide,
 )
 from pager_actors.ports import DeliveryResult, Transition
@@ -63,6 +65,16 @@ def test_the_timeline_holds_the_incident_in_order(store):
                       ("alert_added", "b", None), ("acknowledged", None, "api"),
                       ("resolved", None, "api")]
     assert store.timeline("checkout", 1)[0].message == "p99"
+
+
+def test_a_paged_entry_keeps_who_was_reached_and_how(store):
+    """`user` and `via` survive the store, so the API can say whom a rotation paged."""
+    opened = run(store, RaiseAlert("down"))
+    entry = TimelineEntry(NOW, "paged", 1, 1, 1, target="+336****0001", channel="sms",
+                          user="alice", via="rotation primary")
+    store.commit([Transition(opened.version, opened._replace(version=opened.version + 1),
+                              (Record("checkout", entry),))])
+    assert store.timeline("checkout", 1)[-1] == entry
 
 
 def test_delivery_outcomes_join_the_timeline_masked(store):
