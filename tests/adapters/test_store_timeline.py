@@ -21,8 +21,8 @@ from pager_actors.domain import (
     ReportHealthy,
     ResolveAlert,
     StartMaintenance,
-    TimerFired,
     TimelineEntry,
+    TimerFired,
     decide,
 )
 from pager_actors.ports import DeliveryResult, Transition
