@@ -152,7 +152,8 @@ def _migrate_v3(db: sqlite3.Connection) -> None:
 
 
 # v4: rotation overrides; outbox rows may be `withdrawn` (an ack came before a throttled page
-# went out) and name the bundle that `carried_by` them; a `paged` entry names the user it
+# went out), name the bundle that `carried_by` them and the SMS `reply_code` a bundle
+# lists; a `paged` entry names the user it
 # reached and how (`via`). SQLite cannot change a CHECK: the
 # outbox is copied into a new table.
 _SCHEMA_V4 = """
@@ -180,7 +181,8 @@ CREATE TABLE outbox_v4 (
     created_at  REAL NOT NULL,
     settled_at  REAL,
     last_error  TEXT,
-    carried_by  TEXT
+    carried_by  TEXT,
+    reply_code  TEXT
 ) WITHOUT ROWID;
 INSERT INTO outbox_v4 (delivery_id, service_id, incident, level, round, page, target, subject,
                        body, status, created_at, settled_at, last_error)
@@ -469,10 +471,10 @@ class SqliteStore:
         if notes:
             db.executemany(
                 "INSERT INTO outbox (delivery_id, service_id, incident, level, round, page, "
-                "target, subject, body, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                "target, subject, body, status, created_at, reply_code) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 [(n.key, n.service_id, n.incident, n.level, n.round, n.page, n.target.uri,
-                  n.subject, n.text, now) for n in notes])
+                  n.subject, n.text, now, n.reply_code) for n in notes])
         records = [e for e in t.effects if isinstance(e, Record)]
         if records:
             db.executemany(_INSERT_ENTRY, [_entry_row(r.service_id, r.entry) for r in records])
@@ -488,10 +490,10 @@ class SqliteStore:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT service_id, incident, level, target, subject, body, delivery_id, round, "
-                "page FROM outbox WHERE status = 'pending' ORDER BY created_at").fetchall()
-        return [Notify(sid, incident, level, parse_contact(target), subject, body, key, round_,
-                       page)
-                for sid, incident, level, target, subject, body, key, round_, page in rows]
+                "page, reply_code FROM outbox WHERE status = 'pending' ORDER BY created_at"
+            ).fetchall()
+        return [Notify(sid, incident, level, parse_contact(target), *rest)
+                for sid, incident, level, target, *rest in rows]
 
     def open_incidents(self) -> int:
         with self._read_lock:

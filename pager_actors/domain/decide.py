@@ -157,7 +157,8 @@ class Notify(NamedTuple):
     round, level, page number, target): the outbox row and the adapters know
     the page by it. `subject` and `text` are already within the limits of the
     target's channel (`pager_actors.domain.texts`): a mail's Subject and
-    body, or an SMS (whose `subject` is unused).
+    body, or an SMS (whose `subject` is unused). `reply_code` is the code an SMS
+    page asks replies to name, so that a bundle carrying it can name it too.
     """
 
     service_id: str
@@ -169,6 +170,7 @@ class Notify(NamedTuple):
     key: str
     round: int = 1
     page: int = 1
+    reply_code: str | None = None
 
     @property
     def channel(self) -> str:
@@ -570,7 +572,8 @@ class _Core:
                 text = (mail[0], mail_body(head, message, more,
                                            self._links(fmt.links, number, contact.uri)))
             effects.append(Notify(sid, number, level, contact, text[0], text[1],
-                                  prefix + contact.uri, round_, page))
+                                  prefix + contact.uri, round_, page,
+                                  None if by_mail else code))
             effects.append(Record(sid, TimelineEntry(now, "paged", number, level, round_,
                                                      contact.masked,
                                                      "mail" if by_mail else "sms",

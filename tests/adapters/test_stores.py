@@ -13,6 +13,8 @@ from pager_actors.domain import (
     Acknowledge,
     Command,
     MonitoredService,
+    Notify,
+    PageFormat,
     RaiseAlert,
     ReportHealthy,
     TimerFired,
@@ -36,9 +38,9 @@ def store(request, tmp_path):
     store.close()
 
 
-def step(state: MonitoredService, command: Command) -> Transition:
+def step(state: MonitoredService, command: Command, **options) -> Transition:
     decision = decide(state, command, two_level_policy(state.service_id), now=NOW,
-                      ack_timeout=timedelta(minutes=15))
+                      ack_timeout=timedelta(minutes=15), **options)
     return Transition(state.version, decision.service, decision.effects)
 
 
@@ -55,6 +57,17 @@ def test_committed_state_loads_back_with_policy_snapshot(store):
     store.commit([escalated])
     assert store.load("checkout") == escalated.state
     assert store.load("checkout").incident.policy == two_level_policy("checkout")
+
+
+def test_a_pending_page_loads_back_whole_reply_code_included(store):
+    """What the outbox gives back is the page committed, so a bundle after a restart can
+    still name the incident's reply code."""
+    opened = step(MonitoredService("checkout"), RaiseAlert("a"),
+                  fmt=PageFormat(reply_codes=True), next_code="4821")
+    store.commit([opened])
+    pages = [e for e in opened.effects if isinstance(e, Notify)]
+    assert sorted(store.undelivered(), key=str) == sorted(pages, key=str)
+    assert {p.channel: p.reply_code for p in pages} == {"mail": None, "sms": "4821"}
 
 
 def test_stale_version_is_refused_and_the_batch_applies_nothing(store):

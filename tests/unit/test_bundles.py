@@ -28,12 +28,13 @@ T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 MAIL, PHONE = EmailTarget("a@example.com"), SmsTarget("+33600000001")
 
 
-def run(*commands, service="checkout", fmt=PageFormat(status_updates=True)):  # noqa: B008
+def run(*commands, service="checkout", fmt=PageFormat(status_updates=True),  # noqa: B008
+        code=None):
     policy = EscalationPolicy(service, [Level([MAIL, PHONE]), Level([PHONE])])
     state, decisions = MonitoredService(service), []
     for command in commands:
         decision = decide(state, command, policy, now=T0, ack_timeout=timedelta(minutes=15),
-                          fmt=fmt)
+                          fmt=fmt, next_code=code)
         state = decision.service
         decisions.append(decision)
     return decisions
@@ -97,6 +98,19 @@ def test_an_sms_bundle_names_each_page():
     assert text == "3 more pages: checkout0 L1 #1, checkout1 L1 #1, checkout #1 acknowledged"
 
 
+def test_an_sms_bundle_lists_each_incidents_own_reply_code():
+    """When replies can arrive, each page in the bundle names its incident's code, and the
+    message says how to use them."""
+    fmt = PageFormat(reply_codes=True)
+    held = [e for n, code in enumerate(("4821", "7730"))
+            for e in run(RaiseAlert("disk"), service=f"svc{n}", fmt=fmt, code=code)[0].effects
+            if isinstance(e, Notify) and e.target == PHONE]
+    assert [p.reply_code for p in held] == ["4821", "7730"]
+    assert bundle_sms(held) == ("2 more pages: svc0 L1 #1 code 4821, svc1 L1 #1 code 7730. "
+                                "Reply ACK or RES and a code.")
+    assert all(p.reply_code is None for p in pages(2))
+
+
 def test_a_long_sms_bundle_keeps_whole_names_within_1600_characters():
     """Past 1,600 characters the list ends with `…` after the last name that fits."""
     many = pages(200, service="a-rather-long-service-name-")
@@ -104,6 +118,9 @@ def test_a_long_sms_bundle_keeps_whole_names_within_1600_characters():
     assert len(text) <= SMS_MAX_CHARS and text.startswith("200 more pages: ")
     names = text.removeprefix("200 more pages: ").split(", ")
     assert names[-1] == "…" and names[:-1] == [label(p) for p in many[:len(names) - 1]]
+    coded = [p._replace(reply_code="4821") for p in many]
+    text = bundle_sms(coded)
+    assert len(text) <= SMS_MAX_CHARS and text.endswith(", …. Reply ACK or RES and a code.")
 
 
 def test_a_mail_bundle_has_a_one_line_subject_and_every_page_in_its_body():
