@@ -115,6 +115,10 @@ class StoreWriter(pykka.ThreadingActor):
         self._dispatcher = dispatcher
         self._work = work
         self._on_lost_sync = on_lost_sync  # Callable[[str], None]: the registry reloads it
+        # Services whose actor's state is ahead of the store (a commit of theirs failed):
+        # every commit of theirs fails until the registry's reload barrier passes, since it
+        # was decided on a state the store never took, even one that changes nothing.
+        self._diverged: set[str] = set()
 
     def on_stop(self) -> None:
         """Whatever arrives after the stop request is refused, not silently dropped."""
@@ -170,6 +174,7 @@ class StoreWriter(pykka.ThreadingActor):
             if isinstance(message, Probe):
                 self._probe()
             elif isinstance(message, Barrier):
+                self._diverged.discard(message.service_id)  # the service's old actor is gone
                 try:
                     message.then(message.service_id)
                 except Exception:
@@ -196,7 +201,11 @@ class StoreWriter(pykka.ThreadingActor):
         fails its own service's commits only; a store that refuses every
         write (disk full) fails the batch, with an error that names no service.
         """
-        failed: dict[str, StoreError] = {}
+        failed: dict[str, StoreError] = {
+            c.service_id: TransitionRefusedError(
+                c.service_id, "an earlier command's commit failed; the service is being "
+                "reloaded from the store: send the command again")
+            for c in commits if c.service_id in self._diverged}
         while True:
             transitions = [c.transition for c in commits
                            if c.transition is not None and c.service_id not in failed]
@@ -211,7 +220,7 @@ class StoreWriter(pykka.ThreadingActor):
                         t.state.service_id == error.service_id for t in transitions):
                     log.error("commit_refused", service=error.service_id, error=str(error))
                     failed[error.service_id] = error
-                    self._on_lost_sync(error.service_id)
+                    self._lost_sync(error.service_id)
                     continue
                 # A store naming a service that is not in the batch is broken: give up.
                 problem = StoreError("the store refused a transition it was not given")
@@ -227,11 +236,17 @@ class StoreWriter(pykka.ThreadingActor):
         self._health.problem = str(problem)
         log.error("commit_failed", transitions=transitions, deliveries=deliveries,
                   error=str(problem))
+        already = set(failed)
         for commit in commits:
-            if commit.service_id not in failed:
-                failed[commit.service_id] = problem
-                if commit.transition is not None:
-                    self._on_lost_sync(commit.service_id)
+            failed.setdefault(commit.service_id, problem)
+        # Any service with a change in the batch, whatever came before it there (a no-op
+        # status read often does), is now ahead of the store: reload it.
+        for service_id in {c.service_id for c in commits if c.transition is not None} - already:
+            self._lost_sync(service_id)
+
+    def _lost_sync(self, service_id: str) -> None:
+        self._diverged.add(service_id)
+        self._on_lost_sync(service_id)
 
 
 class GroupCommitter:

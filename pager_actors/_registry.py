@@ -13,7 +13,9 @@
   exponential backoff with jitter; past 3 restarts in 60 s the service is
   quarantined for a while; a letter that crashed two actors is dead-lettered.
 - Resync. When the store refuses a service's commit, its actor is stopped and,
-  once every commit queued before is settled, restarted from the store.
+  once every commit queued before is settled, restarted from the store. Refusals
+  that repeat back off as restarts do: a refusal that comes back (an overdue
+  timer whose commit the store keeps refusing) cannot spin.
 
 The registry never waits on another actor and does no I/O.
 """
@@ -120,6 +122,8 @@ class RegistryActor(pykka.ThreadingActor):
         self._restarts: dict[str, deque[float]] = {}
         self._quarantined: dict[str, float] = {}
         self._reloading: set[str] = set()
+        self._refusals: dict[str, deque[float]] = {}
+        self._reload_delays: dict[str, float] = {}
         self._closing = False
 
     # -- messages ------------------------------------------------------------------
@@ -160,7 +164,11 @@ class RegistryActor(pykka.ThreadingActor):
             case _Due("release", service_id):
                 self._release(service_id)
             case _Due("reload", service_id):
-                self._reloaded(service_id)
+                delay = self._reload_delays.pop(service_id, 0.0)
+                if delay:  # a repeated refusal: the same message again, after the backoff
+                    self._later(delay, _Due("reload", service_id))
+                else:
+                    self._reloaded(service_id)
             case Resync(service_id):
                 self._resync(service_id)
             case Tick():
@@ -244,17 +252,25 @@ class RegistryActor(pykka.ThreadingActor):
                 self._rt.counters.inc("service_restarts")
             self._activate(service_id, backlog)
 
-    def _after_crash(self, service_id: str, backlog: list[Any], crash: BaseException) -> None:
+    def _recent(self, history: dict[str, deque[float]], service_id: str) -> deque[float]:
+        """`service_id`'s entries in `history` within the restart window (older ones go)."""
         now = time.monotonic()
-        recent = self._restarts.setdefault(service_id, deque())
+        recent = history.setdefault(service_id, deque())
         while recent and now - recent[0] > self._rules.restart_window:
             recent.popleft()
+        return recent
+
+    def _backoff(self, attempts: int) -> float:
+        return (min(self._rules.backoff_base * 2 ** attempts, self._rules.backoff_max)
+                * self._rules.jitter())
+
+    def _after_crash(self, service_id: str, backlog: list[Any], crash: BaseException) -> None:
+        recent = self._recent(self._restarts, service_id)
         if len(recent) >= self._rules.max_restarts:
             self._quarantine(service_id, backlog, crash)
             return
-        delay = min(self._rules.backoff_base * 2 ** len(recent), self._rules.backoff_max)
-        delay *= self._rules.jitter()
-        recent.append(now)
+        delay = self._backoff(len(recent))
+        recent.append(time.monotonic())
         self._rt.counters.inc("service_restarts")
         log.warning("service_actor_restarting", service=service_id, error=repr(crash),
                     attempt=len(recent), delay_s=round(delay, 3), requeued=len(backlog))
@@ -308,6 +324,10 @@ class RegistryActor(pykka.ThreadingActor):
         if service_id in self._reloading or self._closing:
             return
         self._reloading.add(service_id)
+        refused = self._recent(self._refusals, service_id)
+        if refused:  # the first reload is at once; one that repeats waits
+            self._reload_delays[service_id] = self._backoff(len(refused) - 1)
+        refused.append(time.monotonic())
         self._held.setdefault(service_id, [])
         cell = self._live.get(service_id)
         if cell is not None:

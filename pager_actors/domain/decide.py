@@ -498,7 +498,7 @@ class _Core:
                            [Reached(c, None, "fallback") for c in self.fmt.fallback],
                            incident.message, f"{headline(self.sid, number, incident.level)}: "
                            "escalation exhausted, nobody acknowledged", "", None,
-                           f"{self.sid}/{number}/exhausted/")
+                           f"{self.sid}/{number}/exhausted/p{incident.page}/")
             disarmed = incident._replace(acknowledged=False, armed_token=None, ack_deadline=None)
             return self._done(self._service(disarmed), "escalation_exhausted", reason)
         self._record("escalated", incident.number, level=level, round=round_)

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.memory import ManualTimer, RecordingMailSender, RecordingSmsSender
 from adapters.sqlite import SqliteStore
+from adapters.timer import ThreadedTimer
 from pager_actors import Pager
 from pager_actors._commit import Barrier, Commit, GroupCommitter, StoreHealth, StoreWriter
 from pager_actors._future import CommandFuture
@@ -81,6 +82,65 @@ def test_a_refused_transition_fails_only_its_own_command(tmp_path):
     store.close()
 
 
+def test_after_a_refusal_the_services_next_commits_fail_until_it_is_reloaded(tmp_path):
+    """A command decided on top of a refused change (even one that changes nothing, as a
+    duplicate alert) is not answered from that state: it fails until the reload barrier."""
+    store = SqliteStore(tmp_path / "pager.db")
+    work = WorkTracker()
+    lost: list[str] = []
+    writer = StoreWriter.start(store, RecordingDispatcher(work), work, lost.append,
+                               StoreHealth())
+    committer = GroupCommitter(writer)
+    refused = commit_for("bad", opened_before=2**63)
+    ignored = Commit("bad", None, (), CommandFuture(), "ignored duplicate")
+    work.begin(3)
+    committer.submit(refused)
+    with pytest.raises(TransitionRefusedError):
+        refused.future.get(timeout=5)
+    committer.submit(ignored)  # a later batch, decided on the refused state
+    with pytest.raises(TransitionRefusedError, match="reloaded"):
+        ignored.future.get(timeout=5)
+    reloaded = threading.Event()
+    committer.barrier(Barrier("bad", lambda _: reloaded.set()))  # the registry's resync
+    assert reloaded.wait(5)
+    fresh = commit_for("bad")
+    committer.submit(fresh)
+    assert fresh.future.get(timeout=5) == "bad"
+    writer.stop()
+    store.close()
+
+
+def test_a_failed_batch_reloads_a_service_whose_change_came_after_a_read(tmp_path):
+    """A status read, then a change, of one service in a batch the store refuses: the
+    change was lost, so the service is reloaded (its timers armed again), not forgotten."""
+    store = RefusingStore(tmp_path / "pager.db")
+    store.refusing = True
+    work = WorkTracker()
+    lost: list[str] = []
+    writer = StoreWriter.start(store, RecordingDispatcher(work), work, lost.append,
+                               StoreHealth())
+    committer = GroupCommitter(writer)
+    gate, held = threading.Event(), threading.Event()
+
+    def hold(_):
+        held.set()
+        gate.wait(10)
+
+    committer.barrier(Barrier("gate", hold))  # the two commits below form one batch
+    assert held.wait(5)
+    read, change = Commit("svc", None, (), CommandFuture(), "status"), commit_for("svc")
+    work.begin(2)
+    committer.submit(read)
+    committer.submit(change)
+    gate.set()
+    for commit in (read, change):
+        with pytest.raises(StoreError, match="disk full"):
+            commit.future.get(timeout=5)
+    assert lost == ["svc"]
+    writer.stop()
+    store.close()
+
+
 def writer_passed(pager: Pager) -> None:
     """Wait until the store writer handled everything queued so far (it is FIFO)."""
     passed = threading.Event()
@@ -143,9 +203,11 @@ class RefusingStore(SqliteStore):
     """A SQLite store that refuses transitions while `refusing` is set (as a full disk)."""
 
     refusing = False
+    refused = 0
 
     def commit(self, transitions, deliveries=()):
         if self.refusing and transitions:
+            self.refused += 1
             raise StoreError("commit failed: disk full (injected)")
         super().commit(transitions, deliveries)
 
@@ -172,4 +234,43 @@ def test_a_timer_whose_commit_failed_is_armed_again(policies, tmp_path):
         assert again.get(timeout=5).event == "escalated"
     finally:
         pager.stop()
+        store.close()
+
+
+def accepted(send):
+    """Send until the pager takes it: right after a refusal, the service is being reloaded
+    and says to send again."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return send()
+        except TransitionRefusedError:
+            assert time.monotonic() < deadline, "never accepted after the reload"
+            time.sleep(0.01)
+
+
+def test_a_refusal_that_keeps_coming_back_backs_off_instead_of_spinning(policies, tmp_path):
+    """An overdue timeout whose commit keeps being refused is retried with a growing delay,
+    not in a loop, and escalates once the store takes writes again."""
+    store, timer, sms = RefusingStore(tmp_path / "pager.db"), ThreadedTimer(), \
+        RecordingSmsSender()
+    pager = Pager.start(policies=policies, mail=RecordingMailSender(), sms=sms, timer=timer,
+                        store=store, ack_timeout=timedelta(milliseconds=200))
+    try:
+        store.refusing = True  # from the alert on: each reload re-arms an overdue timeout
+        with pytest.raises(StoreError):
+            pager.alert("checkout", "down").get(timeout=5)
+        store.refusing = False
+        accepted(lambda: pager.alert("checkout", "down").get(timeout=5))
+        store.refusing = True
+        time.sleep(1.5)  # what the refusals do meanwhile is what this test is about
+        assert store.refused <= 12, f"{store.refused} refused commits in 1.5 s: a spin"
+        store.refusing = False
+        deadline = time.monotonic() + 15  # the next retry comes within backoff_max
+        while not any(m.to == "+33600000002" for m in sms.sent):
+            assert time.monotonic() < deadline, "level 2 was never paged"
+            time.sleep(0.01)
+    finally:
+        pager.stop()
+        timer.close()
         store.close()

@@ -22,6 +22,7 @@ from pager_actors.domain import (
     MonitoredService,
     Notify,
     PageFailed,
+    PageFormat,
     RaiseAlert,
     Record,
     ReportHealthy,
@@ -46,14 +47,16 @@ def policy(**options) -> EscalationPolicy:
 class Service:
     """Drives one service through `decide`, moving the clock by hand."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, fmt: PageFormat = PageFormat(), **options) -> None:  # noqa: B008
         self.policy = policy(**options)
         self.state = MonitoredService("checkout")
         self.now = T0
+        self.fmt = fmt
 
     def __call__(self, command: Command, after: timedelta = timedelta(0)) -> Decision:
         self.now += after
-        decision = decide(self.state, command, self.policy, now=self.now, ack_timeout=ACK)
+        decision = decide(self.state, command, self.policy, now=self.now, ack_timeout=ACK,
+                          fmt=self.fmt)
         self.state = decision.service
         return decision
 
@@ -200,6 +203,23 @@ def test_every_page_has_its_own_delivery_id_across_rounds_and_expiries():
     ids += [p.key for p in pages(service.fire_armed())]  # level 2
     ids += [p.key for p in pages(service.fire_armed())]  # round 2, level 1
     assert len(ids) == 7 and len(set(ids)) == 7
+
+
+def test_an_incident_exhausted_twice_pages_the_fallback_under_two_ids():
+    """Exhausted, acked, the ack expires, exhausted again: the second fallback page is a
+    delivery of its own (a reused id would be refused by the outbox, forever)."""
+    backup = SmsTarget("+33600000009")
+    service = Service(PageFormat(fallback=(backup,)), ack_expiry=timedelta(hours=1))
+    service(RaiseAlert("down"))
+    service.fire_armed()  # level 2
+    first = service.fire_armed()
+    assert first.event == "escalation_exhausted"
+    service(Acknowledge())
+    service.fire_armed(timedelta(hours=1))  # the ack expired: level 2 again
+    second = service.fire_armed()
+    assert second.event == "escalation_exhausted"
+    [one], [two] = pages(first), pages(second)
+    assert one.target == two.target == backup and one.key != two.key
 
 
 # -- repeat rounds -------------------------------------------------------------------------
