@@ -261,8 +261,8 @@ class RegistryActor(pykka.ThreadingActor):
         return recent
 
     def _backoff(self, attempts: int) -> float:
-        return (min(self._rules.backoff_base * 2 ** attempts, self._rules.backoff_max)
-                * self._rules.jitter())
+        return float(min(self._rules.backoff_base * 2 ** attempts, self._rules.backoff_max)
+                     * self._rules.jitter())
 
     def _after_crash(self, service_id: str, backlog: list[Any], crash: BaseException) -> None:
         recent = self._recent(self._restarts, service_id)
