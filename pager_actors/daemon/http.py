@@ -384,8 +384,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    """An unexpected exception outside the guarded routes: JSON, not Starlette's plain text."""
-    return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
+    """An unexpected exception outside the guarded routes: JSON, not Starlette's plain text,
+    and generic: its text may hold anything, so it goes to the log with its traceback. The
+    log names the route's template, never the path (a link's id is its authorization)."""
+    route = getattr(request.scope.get("route"), "path", None) or "?"
+    _log.error("internal error in %s %s", request.method, route, exc_info=exc)
+    return JSONResponse({"error": "internal error"}, status_code=500)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:

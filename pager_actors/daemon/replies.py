@@ -9,7 +9,8 @@
   its `X-Twilio-Signature` (not by the API token), "ACK 4821" or "RES 4821"
   from a number the incident paged acts on that incident, and the answer is
   TwiML with one message. A repeated `MessageSid` gets the same answer and
-  acts once.
+  acts once. The body is read before the signature is checked, so anybody can
+  send one: over 16 KiB it is 413, not UTF-8 400 (JSON, like the 403).
 
 Who acted goes into the timeline: `mail:`/`sms:` and the user's id when the
 contact belongs to a `[[users]]` entry, else the contact masked.
@@ -150,7 +151,10 @@ class _SmsReplies:
         self._lock = asyncio.Lock()
 
     async def receive(self, request: Request) -> Response:
-        data = await _form(request)
+        try:
+            data = await _form(request)
+        except HttpError as error:  # the client's fault: said in JSON, like the 403 below
+            return JSONResponse({"error": str(error)}, status_code=error.status)
         if not self._signed(request, data):
             return JSONResponse({"error": "missing or wrong X-Twilio-Signature"},
                                 status_code=403)
@@ -230,13 +234,20 @@ def _said(outcome: Outcome, number: int) -> str:
 
 
 async def _form(request: Request) -> list[tuple[str, str]]:
+    """The form-encoded body, at most MAX_FORM_BYTES, every byte and escape UTF-8; else
+    HttpError 413 or 400. Runs before the signature check: anybody can send it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise HttpError(413, f"body of {declared} bytes is over the {MAX_FORM_BYTES}-byte "
+                             "limit")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise HttpError(413, f"body is over the {MAX_FORM_BYTES}-byte limit")
-    try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    try:  # strict: a percent-escape that is not UTF-8 would otherwise turn into U+FFFD
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                         encoding="utf-8", errors="strict")
     except UnicodeDecodeError as error:
         raise HttpError(400, "the form is not UTF-8") from error
 

@@ -66,7 +66,7 @@ class Links:
     def contact(self, claim: LinkClaim, uris: Iterable[str]) -> str | None:
         """Which of `uris` the claim names (checked with every key), or None."""
         return next((uri for uri in uris for key in self.keys
-                     if hmac.compare_digest(contact_digest(key, uri), claim.target)), None)
+                     if _same(contact_digest(key, uri), claim.target)), None)
 
 
 class LinkClaim(NamedTuple):
@@ -103,10 +103,12 @@ def sign(key: LinkKey, claim: LinkClaim) -> str:
 
 def verify(keys: tuple[LinkKey, ...], link_id: str, now: datetime) -> LinkClaim:
     """The claim of a link signed by one of `keys` and not expired, else LinkError."""
+    if not link_id.isascii():  # ours are base64url and hex: anything else is forged
+        raise LinkError("this link is not valid")
     body, _, rest = link_id.partition(".")
     kid, _, mac = rest.partition(".")
-    key = next((k for k in keys if hmac.compare_digest(k.kid, kid)), None)
-    if key is None or not hmac.compare_digest(_mac(key, body), mac):
+    key = next((k for k in keys if _same(k.kid, kid)), None)
+    if key is None or not _same(_mac(key, body), mac):
         raise LinkError("this link is not valid")
     try:
         action, service_id, incident, target, expires = json.loads(_unb64(body))
@@ -119,6 +121,13 @@ def verify(keys: tuple[LinkKey, ...], link_id: str, now: datetime) -> LinkClaim:
     if now.timestamp() > claim.expires:
         raise LinkError("this link has expired")
     return claim
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality. On bytes: `compare_digest` raises TypeError for a str
+    outside ASCII, and a forged id must be refused, not crash the page."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
 
 
 def _mac(key: LinkKey, body: str) -> str:

@@ -31,6 +31,8 @@ def test_a_link_carries_no_contact():
     lambda link: link.replace(KEY.kid, "00000000"),                          # the key id
     lambda link: link.split(".")[0],                                         # no signature
     lambda link: "",
+    lambda link: link[:-1] + "\u00e9",                                       # non-ASCII MAC
+    lambda link: link.replace(KEY.kid, "\u00e9" * 8),                        # and key id
 ])
 def test_a_forged_or_truncated_link_is_refused(tamper):
     """Any change to the id fails its check."""
