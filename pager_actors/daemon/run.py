@@ -270,15 +270,16 @@ class Reloader:
             self._policies.replace([*new.services, *kept])
             old_ids = {p.service_id for p in self._config.services}
             new_ids = {p.service_id for p in new.services}
-            log.info("config_reloaded", services=len(new_ids), users=len(new.users),
-                     added=sorted(new_ids - old_ids),
-                     removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
-                     kept_until_resolved=[p.service_id for p in kept])
             # The running settings stay; only the services, the people and rotations change.
             if self._oncall is not None:
                 self._oncall.replace(new.users, new.rotations)
             self._config = replace(self._config, services=(*new.services, *kept),
                                    users=new.users, rotations=new.rotations)
+            # Logged once all of it is in force: whoever reads this sees the new tables.
+            log.info("config_reloaded", services=len(new_ids), users=len(new.users),
+                     added=sorted(new_ids - old_ids),
+                     removed=sorted(old_ids - new_ids - {p.service_id for p in kept}),
+                     kept_until_resolved=[p.service_id for p in kept])
             return True
 
     def _still_open(self, old: tuple[EscalationPolicy, ...], new: tuple[EscalationPolicy, ...]

@@ -100,7 +100,11 @@ class OnCall:
 
     def add_override(self, rotation_id: str, user: str, start: datetime, end: datetime,
                      now: datetime) -> Override:
-        """Store it, then let it count. ValueError for an unknown user or a bad span."""
+        """Store it, then let it count. ValueError for an unknown user or a bad span.
+
+        The overrides already past at `now` leave memory here: adding is the only way the
+        list grows, so it stays as long as the overrides in force (the store prunes its
+        copy every hour)."""
         self.rotation(rotation_id)
         if user not in self._users:
             raise ValueError(f"no user {user!r}")
@@ -110,6 +114,7 @@ class OnCall:
             raise ValueError("'end' is already past")
         with self._lock:
             override = self._store.add_override(rotation_id, user, start, end, now)
+            self._forget_past(now)
             self._overrides[rotation_id] = (*self._overrides.get(rotation_id, ()), override)
             return override
 
@@ -125,5 +130,9 @@ class OnCall:
     def forget_past(self, now: datetime) -> None:
         """Drop the overrides that ended (the store prunes its copy on its own)."""
         with self._lock:
-            self._overrides = {rotation: tuple(o for o in found if o.end > now)
-                               for rotation, found in self._overrides.items()}
+            self._forget_past(now)
+
+    def _forget_past(self, now: datetime) -> None:
+        """The lock held: a new table, swapped in whole, so readers never see half of it."""
+        self._overrides = {rotation: kept for rotation, found in self._overrides.items()
+                           if (kept := tuple(o for o in found if o.end > now))}

@@ -96,3 +96,17 @@ def test_the_fallback_hears_once_when_escalation_is_exhausted(world):
     pager.flush()
     assert [s.to for s in sms.sent] == ["+33600000002", "+33600000004", "+33699999999"]
     assert "escalation exhausted" in sms.sent[-1].text
+
+
+def test_past_overrides_leave_memory_when_the_next_one_is_made(world):
+    """The clock passes an override's end: the next override made drops it from the
+    directory, as the store's prune does from disk, and pages go back to the rotation."""
+    pager, oncall, sms, _, clock = world
+    oncall.add_override("primary", "alice", T0, T0 + timedelta(hours=1), clock[0])
+    clock[0] = T0 + timedelta(hours=2)
+    later = oncall.add_override("primary", "dave", T0 + timedelta(days=1),
+                                T0 + timedelta(days=2), clock[0])
+    assert oncall.overrides("primary") == [later]
+    pager.alert("checkout", "down").get(timeout=5)
+    pager.flush()
+    assert [s.to for s in sms.sent] == ["+33600000002"]  # bob's day, no override now

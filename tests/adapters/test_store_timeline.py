@@ -1,5 +1,6 @@
 """The store port's incident history, on every store: timelines, delivery outcomes, incident
-summaries, pruning, every kind of timer; and the SQLite migration from schema v1."""
+summaries, pruning, every kind of timer, overrides (one surviving a restart); and the SQLite
+migration from schema v1."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ from pager_actors.domain import (
     Record,
     ReportHealthy,
     ResolveAlert,
+    RotationTarget,
+    SmsTarget,
     StartMaintenance,
     TimelineEntry,
     TimerFired,
     decide,
 )
+from pager_actors.domain.people import User
+from pager_actors.oncall import Rotation
+from pager_actors.oncall.directory import OnCall
 from pager_actors.ports import DeliveryResult, Transition
 from tests.conftest import two_level_policy
 
@@ -197,3 +203,27 @@ def test_overrides_are_stored_numbered_and_pruned(store):
     assert [o.user for o in store.overrides()["primary"]] == ["erin"]
     assert store.remove_override("primary", second.id) is True
     assert "primary" not in store.overrides() or store.overrides()["primary"] == []
+
+
+def test_an_override_survives_a_restart(tmp_path):
+    """An override made through the directory on SQLite is in force again once the file is
+    reopened: the rotation resolves to its user."""
+    people = [User("alice", "Alice", contacts=(SmsTarget("+33600000001"),)),
+              User("bob", "Bob", contacts=(SmsTarget("+33600000002"),))]
+    daily = Rotation("primary", "UTC", timedelta(days=1), datetime(2026, 11, 30, 9),
+                     ("alice", "bob"))
+    at = NOW + timedelta(hours=3)
+    first = SqliteStore(tmp_path / "pager.db")
+    before = OnCall(people, [daily], first)
+    assert before.on_call("primary", at).user == "alice"
+    made = before.add_override("primary", "bob", NOW, NOW + timedelta(hours=6), NOW)
+    first.close()
+    second = SqliteStore(tmp_path / "pager.db")
+    try:
+        after = OnCall(people, [daily], second)
+        assert after.overrides("primary") == [made]
+        shift = after.on_call("primary", at)
+        assert (shift.user, shift.override) == ("bob", made.id)
+        assert [r.user for r in after.resolve(RotationTarget("primary"), at)] == ["bob"]
+    finally:
+        second.close()

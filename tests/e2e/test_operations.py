@@ -1,4 +1,5 @@
-"""Operating the daemon: SIGHUP reloads services, test-page and healthcheck from the CLI."""
+"""Operating the daemon: SIGHUP reloads services and rotations, test-page and healthcheck
+from the CLI."""
 
 from __future__ import annotations
 
@@ -24,6 +25,30 @@ SEARCH = """
 [[services]]
 id = "search"
 levels = [["mailto:search@example.com"]]
+"""
+
+# One person on the rotation, so who is on call does not depend on today's date.
+ROTATION = """
+[[users]]
+id = "alice"
+name = "Alice"
+contacts = ["sms:+33600000001"]
+
+[[users]]
+id = "bob"
+name = "Bob"
+contacts = ["sms:+33600000002"]
+
+[[rotations]]
+id = "primary"
+time_zone = "Europe/Paris"
+shift = "1w"
+start = "2020-01-06T09:00"
+users = [{users}]
+
+[[services]]
+id = "checkout"
+levels = [["rotation:primary"]]
 """
 
 
@@ -96,6 +121,38 @@ def test_sighup_reloads_services_keeps_open_incidents_and_refuses_a_bad_file(tmp
             [sys.executable, "-m", "pager_actors", "healthcheck", "--config", str(config)],
             check=False, cwd=ROOT, capture_output=True, text=True, timeout=10)
         assert healthcheck.returncode == 1  # the file names the new port, nobody listens
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_sighup_reloads_rotations_for_the_api_and_the_next_page(tmp_path, gateways):
+    """The rotation's users change in the file: after SIGHUP the API names the new person
+    on call and the next incident pages them, not the one before."""
+    _, sms = gateways
+    config = tmp_path / "pager.toml"
+    port = new_port()
+    write(config, gateways, port, ROTATION.format(users='"alice"'))
+    daemon = Daemon(config, tmp_path / "daemon.log", env={"PAGER_SMS_AUTH_TOKEN": "tok"})
+    try:
+        daemon.start()
+        assert daemon.api("GET", "/api/v1/rotations/primary/oncall").json()["user"] == "alice"
+        assert alert(daemon, "checkout") == 202
+        wait_for(lambda: len(sms.messages) == 1, 10, "the page to alice")
+        assert sms.messages[0].to == "+33600000001"
+        assert daemon.api("POST", "/api/v1/services/checkout/healthy").status_code == 202
+
+        write(config, gateways, port, ROTATION.format(users='"bob"'))
+        hup_and_wait(daemon, "config_reloaded", 1)
+        answer = daemon.api("GET", "/api/v1/rotations/primary/oncall").json()
+        assert (answer["user"], answer["override"]) == ("bob", False)
+        assert [r["users"] for r in daemon.api("GET", "/api/v1/rotations").json()[
+            "rotations"]] == [["bob"]]
+        assert alert(daemon, "checkout") == 202
+        wait_for(lambda: len(sms.messages) == 2, 10, "the page after the reload")
+        assert sms.messages[1].to == "+33600000002"
+        paged = [e for e in daemon.api("GET", "/api/v1/services/checkout/incidents/2").json()[
+            "timeline"] if e["event"] == "paged"]
+        assert [(e["user"], e["via"]) for e in paged] == [("bob", "rotation primary")]
     finally:
         assert daemon.terminate() == 0
 

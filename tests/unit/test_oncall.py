@@ -52,27 +52,69 @@ def brute_force(rotation: Rotation, overrides: list[Override], start: datetime,
 
 
 CASES = [
-    # zone, shift, first handoff (local), range
-    ("Europe/Paris", timedelta(days=1), datetime(2026, 3, 27, 9), datetime(2026, 3, 27, 6)),
-    ("Europe/Paris", timedelta(days=1), datetime(2026, 3, 27, 2, 30), datetime(2026, 3, 27)),
-    ("Europe/Paris", timedelta(days=1), datetime(2026, 10, 23, 2, 30), datetime(2026, 10, 23)),
-    ("Europe/Paris", timedelta(weeks=1), datetime(2026, 3, 23, 9), datetime(2026, 3, 23, 6)),
-    ("Europe/Paris", timedelta(hours=12), datetime(2026, 10, 24, 9), datetime(2026, 10, 24, 6)),
-    ("America/New_York", timedelta(days=1), datetime(2026, 3, 6, 2, 15), datetime(2026, 3, 6)),
+    # zone, shift, first handoff (local), range start (local), days
+    ("Europe/Paris", timedelta(days=1), datetime(2026, 3, 27, 9), datetime(2026, 3, 27, 6), 4),
+    ("Europe/Paris", timedelta(days=1), datetime(2026, 3, 27, 2, 30), datetime(2026, 3, 27), 4),
+    ("Europe/Paris", timedelta(days=1), datetime(2026, 10, 23, 2, 30), datetime(2026, 10, 23),
+     4),
+    ("Europe/Paris", timedelta(hours=12), datetime(2026, 10, 24, 9), datetime(2026, 10, 24, 6),
+     4),
+    ("America/New_York", timedelta(days=1), datetime(2026, 3, 6, 2, 15), datetime(2026, 3, 6),
+     4),
     ("America/New_York", timedelta(days=1), datetime(2026, 10, 30, 1, 30),
-     datetime(2026, 10, 30)),
-    ("America/New_York", timedelta(weeks=1), datetime(2026, 10, 26, 9), datetime(2026, 10, 26)),
-    ("America/New_York", timedelta(hours=12), datetime(2026, 3, 7, 21), datetime(2026, 3, 7)),
+     datetime(2026, 10, 30), 4),
+    ("America/New_York", timedelta(hours=12), datetime(2026, 3, 7, 21), datetime(2026, 3, 7),
+     4),
+    # Weekly: long enough to hold a handoff on each side of the change. Mondays 09:00, and
+    # Sundays at a time in the spring gap (02:30 Paris, 02:15 New York) or the autumn fold
+    # (02:30 Paris, 01:30 New York); a gap handoff falls on the change itself, so those
+    # ranges run on to the handoff a week later.
+    ("Europe/Paris", timedelta(weeks=1), datetime(2026, 3, 23, 9), datetime(2026, 3, 23, 6),
+     10),
+    ("Europe/Paris", timedelta(weeks=1), datetime(2026, 3, 22, 2, 30), datetime(2026, 3, 21),
+     16),
+    ("Europe/Paris", timedelta(weeks=1), datetime(2026, 10, 19, 9), datetime(2026, 10, 19, 6),
+     10),
+    ("Europe/Paris", timedelta(weeks=1), datetime(2026, 10, 18, 2, 30), datetime(2026, 10, 23),
+     10),
+    ("America/New_York", timedelta(weeks=1), datetime(2026, 3, 2, 9), datetime(2026, 3, 2), 10),
+    ("America/New_York", timedelta(weeks=1), datetime(2026, 3, 1, 2, 15), datetime(2026, 2, 28),
+     16),
+    ("America/New_York", timedelta(weeks=1), datetime(2026, 10, 26, 9), datetime(2026, 10, 26),
+     10),
+    ("America/New_York", timedelta(weeks=1), datetime(2026, 10, 25, 1, 30),
+     datetime(2026, 10, 30), 10),
 ]
 
 
-@pytest.mark.parametrize("zone,shift,first,since", CASES)
-def test_on_call_matches_the_minute_by_minute_model(zone, shift, first, since):
-    """Every minute of four days across a DST change, with two overlapping overrides."""
+def offset_changes(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """The minutes in [start, end) at which the zone's UTC offset differs from the minute
+    before: its DST changes."""
+    found, moment = [], start
+    while moment < end:
+        if moment.astimezone(zone).utcoffset() != (moment - MINUTE).astimezone(zone).utcoffset():
+            found.append(moment)
+        moment += MINUTE
+    return found
+
+
+def case_id(case: tuple[str, timedelta, datetime, datetime, int]) -> str:
+    zone, shift, first, since, days = case
+    hours = shift.total_seconds() / 3600
+    return f"{zone.split('/')[1]}-{hours:g}h-{first:%a%H%M}-{since:%d%b}+{days}d"
+
+
+@pytest.mark.parametrize("zone,shift,first,since,days", CASES, ids=map(case_id, CASES))
+def test_on_call_matches_the_minute_by_minute_model(zone, shift, first, since, days):
+    """Every minute of 4 to 16 days across a DST change, with two overlapping overrides;
+    the range holds a handoff on each side of the change."""
     rotation = Rotation("primary", zone, shift, first, USERS)
     tz = ZoneInfo(zone)
     start = since.replace(tzinfo=tz).astimezone(UTC)
-    end = start + timedelta(days=4)
+    end = start + timedelta(days=days)
+    [change] = offset_changes(tz, start, end)
+    handoffs = [h for h in map(rotation.handoff, range(200)) if start <= h < end]
+    assert any(h < change for h in handoffs) and any(h > change for h in handoffs), handoffs
     overrides = [Override(1, "dave", start + timedelta(hours=30), start + timedelta(hours=40)),
                  Override(2, "erin", start + timedelta(hours=35), start + timedelta(hours=37))]
     expected = brute_force(rotation, overrides, start, end)
