@@ -271,9 +271,9 @@ class InMemoryStore:
     def incidents(self, service_id: str, limit: int = 50) -> list[IncidentSummary]:
         with self._lock:
             numbers = sorted((n for sid, n in self._timelines if sid == service_id
-                              and n is not None), reverse=True)[:limit]
+                              and n is not None), reverse=True)[:limit + 1]
             found = (summarize(n, self._timelines[(service_id, n)]) for n in numbers)
-            return [summary for summary in found if summary is not None]
+            return [summary for summary in found if summary is not None][:limit]
 
     def prune_timeline(self, before: datetime) -> int:
         """Old entries go, except those of incidents still open."""

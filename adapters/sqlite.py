@@ -532,13 +532,13 @@ class SqliteStore:
                 f"SELECT {_ENTRY_COLUMNS} FROM timeline WHERE service_id = ? AND incident IN "
                 "(SELECT DISTINCT incident FROM timeline WHERE service_id = ? "
                 "AND incident IS NOT NULL ORDER BY incident DESC LIMIT ?) ORDER BY id",
-                (service_id, service_id, limit)).fetchall()
+                (service_id, service_id, limit + 1)).fetchall()  # +1: one not yet opened
         by_incident: dict[int, list[TimelineEntry]] = {}
         for row in rows:
             entry = _entry(row)
             by_incident.setdefault(entry.incident or 0, []).append(entry)
         found = (summarize(n, by_incident[n]) for n in sorted(by_incident, reverse=True))
-        return [summary for summary in found if summary is not None]
+        return [summary for summary in found if summary is not None][:limit]
 
     def prune_timeline(self, before: datetime) -> int:
         """Old entries go, except those of incidents still open (an incident open for months

@@ -365,7 +365,9 @@ class _Core:
             self._record("alert_added", incident.number, key=key, message=message)
             return self._done(self._service(incident, alerts=alerts), "alert_added")
         if state.in_maintenance(self.now):
-            self._record("suppressed", None, key=key, message=message)
+            # Filed under the incident that opens next: when the window ends with the key
+            # still firing, that incident's timeline starts with what maintenance held.
+            self._record("suppressed", state.incidents_opened + 1, key=key, message=message)
             return self._done(self._service(None, alerts=alerts), "suppressed")
         return self._done(self._open(alerts), "incident_opened")
 

@@ -15,6 +15,7 @@ from adapters.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteStore
 from pager_actors.domain import (
     Acknowledge,
     Command,
+    EndMaintenance,
     Heartbeat,
     MonitoredService,
     RaiseAlert,
@@ -108,6 +109,19 @@ def test_incident_summaries_newest_first(store):
         1, NOW, NOW, 2, "mail:alice")
     assert len(store.incidents("checkout", limit=1)) == 1
     assert store.incidents("search") == []
+
+
+def test_an_alert_held_by_maintenance_starts_the_next_incidents_timeline(store):
+    """`suppressed` is filed under the incident that opens next; until it opens, the list
+    does not show it, and `limit` still counts opened incidents."""
+    run(store, RaiseAlert("first"), ReportHealthy(),
+        StartMaintenance(end=NOW + timedelta(hours=1)), RaiseAlert("held", key="p99"))
+    assert [i.number for i in store.incidents("checkout", limit=1)] == [1]
+    assert [e.event for e in store.timeline("checkout", 2)] == ["suppressed"]
+    run(store, EndMaintenance(1))
+    assert [e.event for e in store.timeline("checkout", 2)][:3] == [
+        "suppressed", "opened", "paged"]
+    assert [i.number for i in store.incidents("checkout")] == [2, 1]
 
 
 def test_old_timeline_entries_are_pruned_but_never_an_open_incidents(store):

@@ -311,6 +311,10 @@ def test_an_alert_during_a_window_is_suppressed_and_pages_when_the_window_ends()
     assert ended.event == "maintenance_ended"
     assert service.state.incident is not None
     assert [p.target for p in pages(ended)] == [MAIL, SMS1]
+    # The incident's timeline starts with what maintenance held back.
+    [held] = [e.entry for e in suppressed.effects if isinstance(e, Record)]
+    assert (held.event, held.incident, held.key) == ("suppressed", 1, "HighLatency")
+    assert service.state.incident.number == 1
 
 
 def test_ending_a_window_early_pages_what_still_fires_and_not_what_resolved():
