@@ -71,7 +71,11 @@ class Daemon:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out,
                                          stderr=subprocess.STDOUT, env=self.env)
-        wait_for(self._healthy, 30, "the daemon's /healthz")
+        try:
+            wait_for(self._healthy, 30, "the daemon's /healthz")
+        except AssertionError as error:  # say where it stopped: its log so far
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{error}\n--- the daemon's log:\n{tail}") from None
         return self
 
     def _healthy(self) -> bool:

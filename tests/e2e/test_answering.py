@@ -18,6 +18,11 @@ pytestmark = pytest.mark.timeout(90)
 SECRET = "a-link-signing-secret-of-at-least-32-bytes"
 TOKEN = "api-token"
 SERVICES = """
+[[users]]
+id = "bob"
+name = "Bob"
+contacts = ["sms:+33600000001"]
+
 [[services]]
 id = "checkout"
 levels = [["mailto:alice@example.com", "sms:+33600000001"], ["sms:+33600000002"]]
@@ -108,8 +113,8 @@ def inbound(daemon: Daemon, sender: str, body: str, sid: str, signed: bool = Tru
 
 
 def test_signed_sms_replies_from_the_paged_number_act_once(world):
-    """ACK <code> from the paged number acknowledges; other numbers, forged signatures and a
-    repeated MessageSid change nothing more."""
+    """ACK <code> from the paged number acknowledges, by the user that number belongs to;
+    other numbers, forged signatures and a repeated MessageSid change nothing more."""
     daemon, _, sms = world
     alert(daemon)
     wait_for(lambda: sms.messages, 10, "the page by SMS")
@@ -128,9 +133,9 @@ def test_signed_sms_replies_from_the_paged_number_act_once(world):
     assert "<Message>checkout #1 acknowledged" in acked.text
     repeated = inbound(daemon, "+33600000001", f"Ack {code}", "SM4")
     assert repeated.text == acked.text  # answered again, acted once
-    events = [e["event"] for e in daemon.api("GET", "/api/v1/services/checkout/incidents/1",
-                                             headers=AUTH).json()["timeline"]]
-    assert events.count("acknowledged") == 1
+    timeline = daemon.api("GET", "/api/v1/services/checkout/incidents/1",
+                          headers=AUTH).json()["timeline"]
+    assert [e["by"] for e in timeline if e["event"] == "acknowledged"] == ["sms:bob"]
 
     resolved = inbound(daemon, "+33600000001", f"res {code}", "SM5")
     assert "checkout #1 resolved" in resolved.text and status(daemon)["health"] == "healthy"
