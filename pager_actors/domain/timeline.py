@@ -23,8 +23,9 @@ EVENTS = frozenset({
 
 class TimelineEntry(NamedTuple):
     """One event of one incident. An alert suppressed by maintenance is filed under the
-    incident the service opens next (most often the one its window's end opens). `message` is the alert's text, on the entries of a firing
-    alert (opened, alert_added, suppressed). On `paged` entries, `user` is who was paged
+    incident the service opens next (most often the one its window's end opens).
+    `message` is the alert's text, on the entries of a firing alert (opened,
+    alert_added, suppressed). On `paged` entries, `user` is who was paged
     (when known) and `via` how they were found: `rotation ID`, `user` or `fallback`."""
 
     at: datetime

@@ -61,7 +61,7 @@ def test_a_window_ends_on_time_across_a_restart_and_what_fired_in_it_pages(daemo
     shown = pager.api("GET", "/api/v1/services/checkout").json()
     assert shown["health"] == "unhealthy" and shown["maintenance"] == []
     timeline = pager.api("GET", "/api/v1/services/checkout/incidents/1").json()["timeline"]
-    assert [e["event"] for e in timeline][:2] == ["opened", "paged"]
+    assert [e["event"] for e in timeline][:3] == ["suppressed", "opened", "paged"]
     assert pager.terminate() == 0
 
 
