@@ -7,6 +7,8 @@ held from creation until the result is set.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import sys
@@ -98,3 +100,25 @@ def failed(error: BaseException) -> CommandFuture[Any]:
     future: CommandFuture[Any] = CommandFuture()
     future.fail(error)
     return future
+
+
+async def settled(future: CommandFuture[Any], timeout: float) -> bool:
+    """Wait, without blocking the event loop, until `future` is settled: False if `timeout`
+    seconds passed first."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def wake(_: CommandFuture[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle)
+
+    future.add_done_callback(wake)
+    try:
+        await asyncio.wait_for(waiter, timeout)
+    except TimeoutError:
+        return False
+    return True

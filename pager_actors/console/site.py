@@ -7,7 +7,6 @@ here. Every request looks its user up again in the users in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import secrets
@@ -23,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from pager_actors._future import CommandFuture
+from pager_actors._future import settled as within
 from pager_actors._pager import Pager
 from pager_actors.console import views
 from pager_actors.console.clients import IPNetwork, client_address
@@ -160,24 +160,10 @@ class Console:
 
 async def settled(future: CommandFuture[Any]) -> Any:
     """Wait, without blocking the event loop, until the command is committed."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def settle() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    def wake(_: CommandFuture[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle)
-
-    future.add_done_callback(wake)
-    try:
-        await asyncio.wait_for(waiter, COMMIT_TIMEOUT)
-    except TimeoutError as error:
+    if not await within(future, COMMIT_TIMEOUT):
         raise ConsoleError(504, "Not confirmed yet", "The pager queued the command but did "
                            f"not confirm it within {COMMIT_TIMEOUT:.0f} s. Reload the page to "
-                           "see whether it took effect.") from error
+                           "see whether it took effect.")
     try:
         return future.get(timeout=0)
     except UnknownServiceError as error:

@@ -26,7 +26,6 @@ concurrency limit, also in JSON.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from pager_actors._future import CommandFuture
+from pager_actors._future import CommandFuture, settled
 from pager_actors._pager import Pager
 from pager_actors._service import Outcome
 from pager_actors.daemon import payloads, views
@@ -325,23 +324,9 @@ def _guard(handler: Callable[[Request], Awaitable[Response]], tokens: Tokens, sc
 
 async def committed(future: CommandFuture[Any]) -> Any:
     """Wait, without blocking the event loop, until the command is committed."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def settle() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    def wake(_: CommandFuture[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle)
-
-    future.add_done_callback(wake)
-    try:
-        await asyncio.wait_for(waiter, COMMIT_TIMEOUT)
-    except TimeoutError as error:
+    if not await settled(future, COMMIT_TIMEOUT):
         raise HttpError(504, f"the command was queued but its commit was not confirmed within "
-                             f"{COMMIT_TIMEOUT:.0f} s") from error
+                             f"{COMMIT_TIMEOUT:.0f} s")
     try:
         return future.get(timeout=0)
     except pykka.Timeout as error:  # pragma: no cover - resolved above
