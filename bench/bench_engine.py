@@ -81,8 +81,9 @@ class MutexPager:
                 self._timer.set_timeout(effect.service_id, effect.delay, effect.token)
             elif isinstance(effect, Notify) and isinstance(effect.target, EmailTarget):
                 self._mail.send_mail(effect.target.address, effect.subject, effect.text)
-            else:
+            elif isinstance(effect, Notify):
                 self._sms.send_sms(effect.target.number, effect.text)  # type: ignore[union-attr]
+            # Withdraw: without a throttle, no page waits to be withdrawn.
 
     def alert(self, service_id: str, message: str) -> None:
         self._run(service_id, RaiseAlert(message))
@@ -93,12 +94,23 @@ class MutexPager:
 
 def in_threads(threads: int, services: list[str], act: Callable[[str], object]) -> None:
     """Split `services` across `threads` callers, each calling `act` on its share."""
-    workers = [threading.Thread(target=lambda share=services[i::threads]: [act(s) for s in share])
+    errors: list[BaseException] = []
+
+    def call(share: list[str]) -> None:
+        try:
+            for service in share:
+                act(service)
+        except BaseException as error:  # a figure measured past a failure is worthless
+            errors.append(error)
+
+    workers = [threading.Thread(target=call, args=(services[i::threads],))
                for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} caller(s) failed; the first: {errors[0]!r}")
 
 
 # This machine is a shared VM: a round's rate can swing by a third. Each

@@ -15,9 +15,8 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from pager_actors.console.forms import FormError, read_form
 from pager_actors.console.passwords import CheckerBusy
-from pager_actors.console.site import Console, ConsoleError, log
+from pager_actors.console.site import Console, ConsoleError, log, posted_form
 
 LOGIN_COOKIE = "pager_login"
 LOGIN_COOKIE_SECONDS = 3600
@@ -59,13 +58,7 @@ class LoginPages:
 
     async def submit(self, request: Request) -> Response:
         console = self.console
-        try:
-            form = await read_form(request)
-        except FormError as error:
-            if error.status != 415:
-                raise ConsoleError(error.status, "This form could not be read", str(error)
-                                   ) from error
-            form = {}  # not a form at all, so no token either: refused below
+        form = await posted_form(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not hmac.compare_digest(form.get("csrf", "").encode(),
                                                 self._token(nonce).encode()):

@@ -110,13 +110,7 @@ class Console:
 
     async def posted(self, request: Request) -> tuple[Session, User, dict[str, str]]:
         """A form posted by a logged-in user with the session's CSRF token, or 403."""
-        try:
-            form = await read_form(request)
-        except FormError as error:
-            if error.status != 415:
-                raise ConsoleError(error.status, "This form could not be read", str(error)
-                                   ) from error
-            form = {}  # not a form at all, so no token either: refused below
+        form = await posted_form(request)
         found = self.authenticated(request)
         if found is None:
             raise ConsoleError(403, "Your session has ended",
@@ -156,6 +150,18 @@ class Console:
         except (PagerError, StoreError, pykka.Timeout) as error:
             raise ConsoleError(503, "The pager cannot answer right now", str(error)
                                ) from error
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """The posted form's fields; {} for a body that is not a form at all (so it carries no
+    CSRF token, and is refused as such); a form that cannot be read is an error page."""
+    try:
+        return await read_form(request)
+    except FormError as error:
+        if error.status != 415:
+            raise ConsoleError(error.status, "This form could not be read", str(error)
+                               ) from error
+        return {}
 
 
 async def settled(future: CommandFuture[Any]) -> Any:

@@ -15,7 +15,7 @@ import os
 import re
 import ssl
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -171,6 +171,35 @@ class _Checker:
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{self.path}: {where}: {message}")
+
+    def tables(self, entries: Any, section: str, keys: tuple[str, ...], kind: str,
+               check_id: Callable[[Any], str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """The [[section]] entries as (where, id, table): each a table, with known keys and
+        a valid id not given before; any other entry is a problem, and skipped."""
+        if not isinstance(entries, list):
+            self.problem(f"[[{section}]]", f"must be an array of tables ([[{section}]])")
+            return
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            where = f"[[{section}]] #{i + 1}"
+            if not isinstance(entry, dict):
+                self.problem(where, "must be a table")
+                continue
+            for key in entry:
+                if key not in keys:
+                    self.problem(f"{where} {key}", f"unknown key (known: {', '.join(keys)})")
+            try:
+                item_id = check_id(entry.get("id"))
+            except (TypeError, ValueError) as error:
+                self.problem(f"{where} id", str(error))
+                continue
+            where = f"[[{section}]] #{i + 1} (id {item_id!r})"
+            if item_id in seen:
+                self.problem(f"{where} id", f"duplicate {kind} id, first defined in "
+                                            f"[[{section}]] #{seen[item_id] + 1}")
+                continue
+            seen[item_id] = i
+            yield where, item_id, entry
 
     def section(self, doc: Mapping[str, Any], name: str, fields: dict[str, Callable[[Any], Any]]
                 ) -> dict[str, Any]:
@@ -452,34 +481,17 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 _ROTATION_KEYS = ("id", "time_zone", "shift", "start", "users")
 
 
+def _rotation_id(value: Any) -> str:
+    return RotationTarget(value).id
+
+
 def _rotations(entries: Any, check: _Checker, declared: set[str]) -> tuple[Rotation, ...]:
     """[[rotations]]: id, time_zone (IANA), shift (at least 1h), start (local wall time of
     the first handoff, no offset), users (ids, in turn order). `declared` gets every id
     given, valid or not, so a refused rotation is not also reported as missing."""
-    if not isinstance(entries, list):
-        check.problem("[[rotations]]", "must be an array of tables ([[rotations]])")
-        return ()
     found: list[Rotation] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(entries):
-        where = f"[[rotations]] #{i + 1}"
-        if not isinstance(entry, dict):
-            check.problem(where, "must be a table")
-            continue
-        for key in entry:
-            if key not in _ROTATION_KEYS:
-                check.problem(f"{where} {key}",
-                              f"unknown key (known: {', '.join(_ROTATION_KEYS)})")
-        try:
-            rotation_id = RotationTarget(entry.get("id")).id  # type: ignore[arg-type]
-        except (TypeError, ValueError) as error:
-            check.problem(f"{where} id", str(error))
-            continue
-        where = f"[[rotations]] #{i + 1} (id {rotation_id!r})"
-        if rotation_id in seen:
-            check.problem(f"{where} id", "duplicate rotation id")
-            continue
-        seen.add(rotation_id)
+    for where, rotation_id, entry in check.tables(entries, "rotations", _ROTATION_KEYS,
+                                                  "rotation", _rotation_id):
         declared.add(rotation_id)
         try:
             found.append(_rotation(rotation_id, entry))
@@ -594,30 +606,9 @@ _SERVICE_KEYS = ("id", "levels", "repeat", "ack_expiry", "heartbeat")
 
 def _services(entries: Any, check: _Checker, default_expiry: timedelta | None
               ) -> tuple[EscalationPolicy, ...]:
-    if not isinstance(entries, list):
-        check.problem("[[services]]", "must be an array of tables ([[services]])")
-        return ()
     policies: list[EscalationPolicy] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        where = f"[[services]] #{i + 1}"
-        if not isinstance(entry, dict):
-            check.problem(where, "must be a table")
-            continue
-        for key in entry:
-            if key not in _SERVICE_KEYS:
-                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_SERVICE_KEYS)})")
-        try:
-            service_id = check_service_id(entry.get("id"))
-        except ValueError as error:
-            check.problem(f"{where} id", str(error))
-            continue
-        where = f"[[services]] #{i + 1} (id {service_id!r})"
-        if service_id in seen:
-            check.problem(f"{where} id", f"duplicate service id, first defined in "
-                                         f"[[services]] #{seen[service_id] + 1}")
-            continue
-        seen[service_id] = i
+    for where, service_id, entry in check.tables(entries, "services", _SERVICE_KEYS,
+                                                 "service", check_service_id):
         levels = _levels(entry.get("levels"), where, check)
         options = _service_options(entry, where, check, default_expiry)
         if levels and options is not None:
@@ -746,30 +737,9 @@ def _users(entries: Any, check: _Checker) -> tuple[User, ...]:
     A hash's value never appears in a problem line."""
     from pager_actors.console.passwords import check_password_hash  # noqa: PLC0415 - argon2
 
-    if not isinstance(entries, list):
-        check.problem("[[users]]", "must be an array of tables ([[users]])")
-        return ()
     users: list[User] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        where = f"[[users]] #{i + 1}"
-        if not isinstance(entry, dict):
-            check.problem(where, "must be a table")
-            continue
-        for key in entry:
-            if key not in _USER_KEYS:
-                check.problem(f"{where} {key}", f"unknown key (known: {', '.join(_USER_KEYS)})")
-        try:
-            user_id = check_user_id(entry.get("id"))
-        except ValueError as error:
-            check.problem(f"{where} id", str(error))
-            continue
-        where = f"[[users]] #{i + 1} (id {user_id!r})"
-        if user_id in seen:
-            check.problem(f"{where} id", f"duplicate user id, first defined in [[users]] "
-                                         f"#{seen[user_id] + 1}")
-            continue
-        seen[user_id] = i
+    for where, user_id, entry in check.tables(entries, "users", _USER_KEYS, "user",
+                                              check_user_id):
         ok = True
         try:
             name = check_user_name(entry.get("name"))
