@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import ClassVar
 from pager_actors.cluster import shard_of
 from pager_actors.domain import (
     ArmedTimer,
+    Command,
     EscalationPolicy,
     IncidentSummary,
     MonitoredService,
@@ -24,7 +26,7 @@ from pager_actors.domain import (
 from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
 from pager_actors.oncall import Override
-from pager_actors.ports import DeliveryResult, Transition, VersionConflictError
+from pager_actors.ports import DeliveryResult, Outcome, Reply, Transition, VersionConflictError
 
 
 class InMemoryPolicyRepository:
@@ -332,3 +334,65 @@ class InMemoryStore:
 
     def close(self) -> None:
         pass
+
+
+class InMemoryOwnership:
+    """An Ownership (`pager_actors.ports`) set by hand: the shards this node holds, and the
+    local deadline of its leases on `clock` (None: they never lapse).
+
+    `may_send` turns false once the deadline passes, as a node paused past its
+    lease would find; `owns` does not (the lease row is still this node's until
+    another takes it).
+    """
+
+    def __init__(self, shards: Iterable[int] = (), *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._shards = frozenset(shards)
+        self._clock = clock
+        self.deadline: float | None = None
+
+    @property
+    def shards(self) -> frozenset[int]:
+        return self._shards
+
+    def hold(self, shards: Iterable[int]) -> None:
+        """These shards' leases are now this node's."""
+        self._shards = self._shards | frozenset(shards)
+
+    def drop(self, shards: Iterable[int]) -> None:
+        """These shards' leases are gone (lost or handed over)."""
+        self._shards = self._shards - frozenset(shards)
+
+    def owns(self, service_id: str) -> bool:
+        return shard_of(service_id) in self._shards
+
+    def may_send(self, service_id: str) -> bool:
+        return self.owns(service_id) and (self.deadline is None
+                                          or self._clock() < self.deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """One command a RecordingForwarder was given."""
+
+    service_id: str
+    command: Command
+    reply: Reply[Outcome]
+
+
+class RecordingForwarder:
+    """A Forwarder (`pager_actors.ports`) that records each command in `forwarded`, then
+    hands it to `to` if given (a test's stand-in for the owner), else leaves its reply for
+    the test to resolve."""
+
+    def __init__(self, to: Callable[[Forwarded], object] | None = None) -> None:
+        self.forwarded: list[Forwarded] = []
+        self._to = to
+        self._lock = threading.Lock()
+
+    def forward(self, service_id: str, command: Command, reply: Reply[Outcome]) -> None:
+        sent = Forwarded(service_id, command, reply)
+        with self._lock:
+            self.forwarded.append(sent)
+        if self._to is not None:
+            self._to(sent)

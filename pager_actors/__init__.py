@@ -19,6 +19,7 @@ from pager_actors.domain import (
 )
 from pager_actors.errors import (
     DeadLetterError,
+    NotOwnerError,
     PagerOverloadedError,
     PagerStoppedError,
     ServiceQuarantinedError,
@@ -32,6 +33,7 @@ __all__ = [
     "EscalationPolicy",
     "Health",
     "Level",
+    "NotOwnerError",
     "Outcome",
     "Pager",
     "PagerError",

@@ -18,6 +18,17 @@ tells each page's service of a final failure, as for a single page. An
 acknowledged or closed incident's `Withdraw` takes its pages still waiting in
 throttled lanes out (their rows are settled `withdrawn`); status updates and
 pages already handed to an actor go out.
+
+In a cluster (`HeldShards`), a mail or SMS actor asks, just before each port
+call, whether each page's service may still be paged from here (its shard is
+run here and the lease's local deadline has not passed). A page that may not
+is *fenced*: not sent, its row neither delivered nor failed (still pending, for
+the shard's next owner), logged `send_fenced` and counted `sends_fenced`; a
+bundle goes out with the pages that may. When shards are abandoned,
+`Dispatcher.hand_over` takes their pages still waiting in the lanes out the
+same way (`DeliveryLanes.withdraw`, as for a `Withdraw`, but settling nothing).
+Timers are local to a node and need no check: one that fires for a service the
+node no longer runs is dropped by the facade.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
@@ -36,6 +47,7 @@ import pykka
 from pager_actors._counters import Counters
 from pager_actors._inbox import Envelope, InboxClosed, ServiceInbox
 from pager_actors._lanes import DeliveryLanes, Holding, LanesClosed
+from pager_actors._shards import HeldShards
 from pager_actors._throttle import SendLog, Throttling
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
@@ -168,6 +180,8 @@ class Wiring:
     retry_later: Callable[[float, Retry], bool]
     retry: RetryPolicy
     page_failed: Callable[[Notify], object] | None = None  # tells the service, to escalate
+    shards: HeldShards | None = None  # in a cluster: whose pages may be sent from here
+    counters: Counters | None = None
 
 
 class _PortActor(pykka.ThreadingActor):
@@ -191,6 +205,8 @@ class _PortActor(pykka.ThreadingActor):
         self._retry_later = wiring.retry_later
         self._retry = wiring.retry
         self._page_failed = wiring.page_failed
+        self._shards = wiring.shards if self.channel != "timer" else None
+        self._counters = wiring.counters
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
@@ -211,6 +227,40 @@ class _PortActor(pykka.ThreadingActor):
 
     def _deliver(self, job: Job) -> None:
         effect, attempt = (job.effect, job.attempt) if isinstance(job, Retry) else (job, 1)
+        shards = self._shards
+        if shards is None:
+            self._attempt(effect, attempt)
+            return
+        cleared = self._fence(effect, shards)  # type: ignore[arg-type]
+        if cleared is None:
+            self._current = None
+            return
+        try:
+            self._attempt(cleared, attempt)
+        finally:
+            for page in _pages(cleared):
+                shards.end_send(page.service_id)
+
+    def _fence(self, effect: Notify | Bundle, shards: HeldShards) -> Notify | Bundle | None:
+        """The part of `effect` that may be sent from here (None: nothing), each of its pages
+        counted in flight; the others are fenced: their work ends, their rows stay pending."""
+        pages = _pages(effect)
+        allowed = [shards.start_send(page.service_id) for page in pages]
+        if all(allowed):
+            return effect
+        fenced = [page for page, ok in zip(pages, allowed, strict=True) if not ok]
+        self._work.end(len(fenced))
+        if self._counters is not None:
+            self._counters.inc("sends_fenced", len(fenced))
+        for page in fenced:
+            self._log.warning("send_fenced", **_describe(page))
+        kept = tuple(page for page, ok in zip(pages, allowed, strict=True) if ok)
+        if not kept:
+            return None
+        assert type(effect) is Bundle  # a single page is all allowed or all fenced
+        return Bundle(effect.id, kept)
+
+    def _attempt(self, effect: Sendable, attempt: int) -> None:
         error: str | None = None
         try:
             try:
@@ -420,14 +470,17 @@ class Dispatcher:
         self._channels: dict[str, _Channel] = {}
         self._settle: Settle | None = None
         self._page_failed: Callable[[Notify], object] | None = None
+        self._shards: HeldShards | None = None
         self._throttling = throttling
         self._clock: AlarmClock = (throttling and throttling.clock) or scheduler
 
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
               settle: Settle | None,
-              page_failed: Callable[[Notify], object] | None = None) -> None:
+              page_failed: Callable[[Notify], object] | None = None, *,
+              shards: HeldShards | None = None) -> None:
         self._settle = settle
         self._page_failed = page_failed
+        self._shards = shards
         check, hold = self._schedule_check, self._holding
         for channel in (_Channel("mail", MailActor, mail, check, hold),
                         _Channel("sms", SmsActor, sms, check, hold),
@@ -484,7 +537,7 @@ class Dispatcher:
 
         ref = channel.actor.start(channel.port, Wiring(
             self._work, channel.lanes, counts, self._settle, on_exit, self._retry_later,
-            self._retry, self._page_failed))
+            self._retry, self._page_failed, self._shards, self._counters))
         inbox: ServiceInbox = ref.actor_inbox  # type: ignore[assignment]
         channel.refs[inbox] = ref
         first = channel.lanes.join(inbox)
@@ -549,17 +602,41 @@ class Dispatcher:
             else:
                 self._offer(channels[_channel(effect)], effect)
 
+    def _take_out(self, match: Callable[[Job], bool], contacts: list[Contact] | None,
+                  throttled_only: bool) -> Iterator[tuple[_Channel, list[Job]]]:
+        """The jobs `match` accepts still waiting in the mail and SMS lanes (throttled ones
+        only, if asked), taken out, by channel."""
+        for channel in self._channels.values():
+            if channel.name == "timer" or (throttled_only and channel.holding is None):
+                continue
+            jobs = channel.lanes.withdraw(match, contacts)
+            if jobs:
+                yield channel, jobs
+
+    def hand_over(self, leaving: Callable[[str], bool]) -> int:
+        """Take the pages of services `leaving` this node still waiting in the lanes out,
+        settling nothing: their rows stay pending for the next owner. Returns how many.
+
+        A bundle or retry mixing pages of services that stay is left: the send-time
+        fence keeps the others out of it.
+        """
+        def match(job: Job) -> bool:
+            return all(leaving(page.service_id) for page in _pages(job))
+
+        taken = 0
+        for channel, jobs in self._take_out(match, None, throttled_only=False):
+            pages = sum(_page_count(job) for job in jobs)
+            self._work.end(pages)
+            taken += pages
+            log.info("pages_left_for_next_owner", channel=channel.name, pages=pages)
+        return taken
+
     def _withdraw(self, withdraw: Withdraw) -> None:
         """Take the incident's pages still waiting in throttled lanes out; their rows are
         settled `withdrawn`. Unthrottled lanes send what they have."""
         match = _withdrawable(withdraw)
         contacts = [parse_contact(uri) for uri in withdraw.contacts] or None
-        for channel in self._channels.values():
-            if channel.holding is None:
-                continue
-            pages = channel.lanes.withdraw(match, contacts)
-            if not pages:
-                continue
+        for channel, pages in self._take_out(match, contacts, throttled_only=True):
             self._counters.inc("pages_withdrawn", len(pages))
             log.info("pages_withdrawn", channel=channel.name, service=withdraw.service_id,
                      incident=withdraw.incident, pages=len(pages))

@@ -9,6 +9,11 @@ Shared by every service actor, so it takes a lock; a service reserves the
 code of its next incident once, when it has none open, and caches it. What an
 incident's code is lives in its state (committed with it); after a restart
 `load()` rebuilds this table from the stored states.
+
+In a cluster the table holds the codes of the services this node runs: an
+adoption loads those of its shards, an abandonment forgets them. Codes are
+then unique per node only; a table shared by the cluster (one owner in the
+database) is for the PostgreSQL phase of issue 11.
 """
 
 from __future__ import annotations
@@ -67,6 +72,16 @@ class ReplyCodes:
             if use is not None and use.released is None:
                 self._uses[code] = use._replace(released=at)
                 self._reserved.pop((use.service_id, use.incident), None)
+
+    def forget(self, services: Callable[[str], bool]) -> int:
+        """Drop the codes of the services `services` accepts (no longer run here); how many."""
+        with self._lock:
+            gone = [code for code, use in self._uses.items() if services(use.service_id)]
+            for code in gone:
+                del self._uses[code]
+            for key in [key for key in self._reserved if services(key[0])]:
+                del self._reserved[key]
+            return len(gone)
 
     def holder(self, code: str) -> CodeUse | None:
         """Who holds `code`: an incident not yet closed, or one closed within the last day

@@ -1,4 +1,10 @@
-"""The Pager facade: the public entry point, and the only engine code that waits on futures."""
+"""The Pager facade: the public entry point, and the only engine code that waits on futures.
+
+In a cluster (`Pager.start(ownership=...)`) the pager runs only the shards it
+has adopted and still leases: `adopt()` and `abandon()` are what a node's
+coordinator calls as it gains and loses shard leases; commands for other
+services go to the `Forwarder`, and reads of them come from the store.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +22,7 @@ import pykka
 from pager_actors._adapter_actors import Dispatcher, RetryPolicy
 from pager_actors._codes import CodeUse, ReplyCodes
 from pager_actors._commit import (
+    Barrier,
     Committer,
     GroupCommitter,
     InlineCommitter,
@@ -26,8 +33,17 @@ from pager_actors._commit import (
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture, failed
 from pager_actors._inbox import Envelope, InboxClosed
-from pager_actors._registry import RegistryActor, Resync, Route, Shutdown, Supervision, Tick
+from pager_actors._registry import (
+    Abandon,
+    RegistryActor,
+    Resync,
+    Route,
+    Shutdown,
+    Supervision,
+    Tick,
+)
 from pager_actors._service import STATUS, GetStatus, Letter, Outcome, Runtime, ServiceCell
+from pager_actors._shards import HeldShards, not_here
 from pager_actors._throttle import Throttling
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
@@ -52,10 +68,12 @@ from pager_actors.domain import (
     TimerFired,
     UnknownServiceError,
 )
-from pager_actors.errors import PagerOverloadedError, PagerStoppedError
+from pager_actors.errors import NotOwnerError, PagerOverloadedError, PagerStoppedError
 from pager_actors.logs import get_logger
 from pager_actors.ports import (
+    Forwarder,
     MailSender,
+    Ownership,
     PolicyRepository,
     SmsSender,
     StateStore,
@@ -91,7 +109,9 @@ class Pager:
                  cells: dict[str, ServiceCell], dispatcher: Dispatcher, work: WorkTracker,
                  counters: Counters, scheduler: Scheduler, max_in_flight: int,
                  overload_timeout: float, committer: Committer, health: StoreHealth,
-                 codes: ReplyCodes | None = None) -> None:
+                 codes: ReplyCodes | None = None, held: HeldShards | None = None,
+                 forwarder: Forwarder | None = None,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self._policies = policies
         self._scheduler = scheduler
         self._store = store
@@ -110,6 +130,9 @@ class Pager:
         self._health = health
         self._committer = committer
         self._codes = codes
+        self._held = held
+        self._forwarder = forwarder
+        self._clock = clock
 
     @classmethod
     def start(
@@ -134,6 +157,8 @@ class Pager:
         sms_concurrency: int = 8,
         resolver: Resolver | None = None,
         throttle: Throttling | None = None,
+        ownership: Ownership | None = None,
+        forwarder: Forwarder | None = None,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
@@ -150,13 +175,17 @@ class Pager:
         (None, the default: no throttling). Pages over the limit wait and go out as
         one bundle when the window allows; the sends of the last window are read
         back from the store first, so a restart does not reset the count.
+
+        `ownership`: this node is one of a cluster, and runs only the services of
+        the shards it leases (`pager_actors.cluster.shard_of`). Start-up then
+        recovers nothing: the node's coordinator calls `adopt()` for each shard it
+        acquires and `abandon()` for each it loses. Commands for services run
+        elsewhere go to `forwarder` (without one they fail `NotOwnerError`).
+        Throttles are still rebuilt at start, from every recent send in the store:
+        a contact's budget spans shards.
         """
-        if ack_timeout <= timedelta(0):
-            raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
-        for name, value in (("mail_concurrency", mail_concurrency),
-                            ("sms_concurrency", sms_concurrency)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+        _check_options(ack_timeout, mail_concurrency, sms_concurrency,
+                       forwarding=forwarder is not None, owning=ownership is not None)
         if store is None:
             from adapters.memory import InMemoryStore  # noqa: PLC0415 - the documented default
             store = InMemoryStore()
@@ -180,17 +209,19 @@ class Pager:
         else:
             committer = InlineCommitter(store, dispatcher, work)
         page_failed = LateCallback()  # the pager, once it exists
-        dispatcher.start(mail, sms, timer, committer.settle, page_failed)
+        held = HeldShards(ownership) if ownership is not None else None
+        dispatcher.start(mail, sms, timer, committer.settle, page_failed, shards=held)
         cells: dict[str, ServiceCell] = {}
         fmt = page_format or PageFormat()
         codes: ReplyCodes | None = None
         if fmt.reply_codes:
             codes = ReplyCodes(clock)
-            codes.load(store.reply_codes())
+            if held is None:  # in a cluster, each adoption loads its shards' codes
+                codes.load(store.reply_codes())
 
         def runtime(registry: pykka.ActorRef[Any]) -> Runtime:
             return Runtime(policies, store, committer, work, counters, clock, ack_timeout,
-                           registry, fmt, dispatcher, codes, resolver)
+                           registry, fmt, dispatcher, codes, resolver, held, forwarder)
 
         registry = RegistryActor.start(cells, runtime, dispatcher, scheduler, rules)
         lost_sync.target = lambda service_id: _tell(registry, Resync(service_id))
@@ -198,18 +229,19 @@ class Pager:
                     cells=cells, dispatcher=dispatcher, work=work, counters=counters,
                     scheduler=scheduler, max_in_flight=max_in_flight,
                     overload_timeout=overload_timeout, committer=committer, health=health,
-                    codes=codes)
+                    codes=codes, held=held, forwarder=forwarder, clock=clock)
         page_failed.target = pager.page_failed
         if throttle is not None:  # before recovery resends anything
             pager._restore_throttles(throttle, clock())
         if isinstance(timer, TimeoutSource):  # before recovery: an overdue timeout fires at once
             timer.attach(pager.deliver_timeout)
-        pager._recover(clock())
+        if held is None:  # in a cluster, each adoption recovers its own shards
+            pager._recover(clock())
         pager._prune_timeline(clock, keep_timeline)
         if rules.passivate_after is not None:
             pager._ticker = _Ticker(registry, min(rules.passivate_after / 4, 1.0))
         log.info("pager_started", ack_timeout_s=ack_timeout.total_seconds(),
-                 store=type(store).__name__)
+                 store=type(store).__name__, cluster=held is not None)
         return pager
 
     def _recover(self, now: datetime) -> None:
@@ -224,6 +256,121 @@ class Pager:
             log.warning("pager_recovered", timers_rearmed=len(armed),
                         notifications_resent=len(undelivered),
                         seconds=round(time.perf_counter() - started, 3))
+
+    # -- shards (in a cluster) ------------------------------------------------------
+
+    def adopt(self, shards: Collection[int]) -> None:
+        """This node acquired these shards' leases: run their services from now on.
+
+        What `start` recovers on a single node, restricted to these shards:
+        every timer their stored states rely on is armed again with the time
+        left (at once if past due), every page still pending in their outbox
+        is sent again, and their reply codes are loaded. Shards already adopted
+        are left as they are. The store is read before the shards are taken on,
+        so a page committed here afterwards is never also resent.
+        Raises StoreError (nothing adopted) if the store cannot be read.
+        """
+        held = self._cluster()
+        if self._stopping:
+            raise PagerStoppedError("the pager is stopped")
+        new = frozenset(shards) - held.adopted
+        if not new:
+            return
+        started = time.perf_counter()
+        now = self._clock()
+        armed = self._store.armed_timers(shards=new)
+        undelivered = self._store.undelivered(shards=new)
+        if self._codes is not None:
+            self._codes.load(self._store.reply_codes(shards=new))
+        held.adopt(new)  # before the timers: one already due fires as soon as it is armed
+        self._dispatcher.dispatch(tuple(
+            ArmTimer(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
+            for a in armed))
+        self._dispatcher.dispatch(tuple(undelivered))
+        log.info("shards_adopted", shards=len(new), timers_rearmed=len(armed),
+                 notifications_resent=len(undelivered),
+                 seconds=round(time.perf_counter() - started, 3))
+
+    def abandon(self, shards: Collection[int], *, graceful: bool = False,
+                timeout: float = 10.0) -> None:
+        """This node lost these shards' leases, or hands them over: stop running their
+        services. Returns once nothing of theirs runs here.
+
+        Their live actors stop and their cells are forgotten. Commands still
+        waiting for them go to the forwarder (or fail `NotOwnerError`); nothing
+        queued is dropped. Their pages still waiting to be sent are taken out of
+        the delivery lanes unsent, rows left pending for the next owner.
+
+        `graceful` (a hand-over, the lease still held): the actors first finish
+        the commands already queued for them, and every commit they made is
+        settled in the store, as is the outcome of every send already in flight,
+        before this returns; then the next owner loads all of it and resends
+        nothing this node delivered. Without it (the lease is lost), the actors
+        stop at their next command, which goes to the owner.
+        """
+        held = self._cluster()
+        gone = frozenset(shards) & held.adopted
+        if not gone:
+            return
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
+        if graceful:
+            held.drain(gone)
+        else:
+            held.release(gone)
+        try:
+            self._stop_services(gone, left)
+            if graceful:
+                self._settle_commits(left(), "commits")
+        finally:
+            held.release(gone)
+
+        def leaving(service_id: str) -> bool:
+            return held.shard(service_id) in gone
+
+        left_pending = self._dispatcher.hand_over(leaving)
+        if graceful:
+            if not held.wait_sends(gone, left()):
+                log.error("abandon_timeout", phase="sends", timeout_s=timeout)
+            self._settle_commits(left(), "deliveries")
+        if self._codes is not None:
+            self._codes.forget(leaving)
+        log.info("shards_abandoned", shards=len(gone), graceful=graceful,
+                 pages_left_pending=left_pending)
+
+    def _cluster(self) -> HeldShards:
+        if self._held is None:
+            raise RuntimeError("adopt() and abandon() need Pager.start(ownership=...)")
+        return self._held
+
+    def _stop_services(self, shards: frozenset[int], left: Callable[[], float]) -> None:
+        """Have the registry stop these shards' actors, and wait until it has forgotten them."""
+        while True:
+            try:
+                stops: list[pykka.Future[Any]] = self._registry.ask(
+                    Abandon(shards), block=True, timeout=left())
+                for stop in stops:
+                    stop.get(timeout=left())
+            except pykka.Timeout:
+                log.error("abandon_timeout", phase="services")
+                return
+            except (pykka.ActorDeadError, InboxClosed):
+                return  # stopped: nothing runs
+            if not stops:  # every ServiceStopped came before this answer: all forgotten
+                return
+
+    def _settle_commits(self, timeout: float, phase: str) -> None:
+        """Wait until everything queued for the store so far is written."""
+        settled = threading.Event()
+        try:
+            self._committer.barrier(Barrier("", lambda _: settled.set()))  # no service's
+        except InboxClosed:
+            return
+        if not settled.wait(timeout):
+            log.error("abandon_timeout", phase=phase, timeout_s=round(timeout, 3))
 
     def _restore_throttles(self, throttle: Throttling, now: datetime) -> None:
         sends = self._store.recent_sends(now - throttle.longest)
@@ -285,6 +432,13 @@ class Pager:
         """End maintenance window `window` now: what fires meanwhile pages."""
         return self._submit(service_id, EndMaintenance(window))
 
+    def submit(self, service_id: str, command: Command, *,
+               forward: bool = True) -> CommandFuture[Outcome]:
+        """Any command, as an object. `forward=False`: run it here or fail NotOwnerError,
+        never forward it (what a node does with a command forwarded to it, so that a
+        command never goes round between nodes)."""
+        return self._submit(service_id, command, forward=forward)
+
     def ack_timeout(self, service_id: str, token: str | None = None) -> CommandFuture[Outcome]:
         """The timer armed with `token` fired (None: the incident's armed timer)."""
         return self._submit(service_id, TimerFired(token))
@@ -311,17 +465,23 @@ class Pager:
         """The service's whole last committed state: incident, firing alerts, windows.
 
         A service with no running actor is answered from its cell or the
-        store, without starting an actor.
+        store, without starting an actor; so is one run by another node.
         """
         cell = self._cells.get(service_id)
         if self._policies.get(service_id) is None:
             raise UnknownServiceError(service_id)
+        held = self._held
+        if held is not None and not held.accepts(service_id):
+            return self._store.load(service_id) or MonitoredService(service_id)
         if (cell is None or cell.inbox is None) and not self._stopping:
             if cell is None:
                 return self._store.load(service_id) or MonitoredService(service_id)
             if cell.state is not None:
                 return cell.state
-        result: MonitoredService = self._submit(service_id, STATUS).get(timeout=timeout)
+        try:
+            result: MonitoredService = self._submit(service_id, STATUS).get(timeout=timeout)
+        except NotOwnerError:  # it left this node meanwhile
+            return self._store.load(service_id) or MonitoredService(service_id)
         return result
 
     def reply_code(self, code: str) -> CodeUse | None:
@@ -409,6 +569,8 @@ class Pager:
                                         if c.inbox is not None)
         figures["known_services"] = len(self._cells)
         figures["pending_work"] = self._work.pending
+        if self._held is not None:
+            figures["shards_adopted"] = len(self._held.adopted)
         return figures
 
     def mailbox_depths(self) -> dict[str, int]:
@@ -449,7 +611,7 @@ class Pager:
     # -- routing --------------------------------------------------------------
 
     def _submit(self, service_id: str, command: Command | GetStatus,
-                admit: bool = True) -> CommandFuture[Any]:
+                admit: bool = True, forward: bool = True) -> CommandFuture[Any]:
         if self._stopping:
             return failed(PagerStoppedError("the pager is stopped"))
         future: CommandFuture[Any] = CommandFuture()
@@ -469,13 +631,21 @@ class Pager:
             if not known:
                 future.fail(UnknownServiceError(service_id))
                 return future
-        self._work.begin()
-        inbox = cell.inbox if cell is not None else None
         rerouted = self._rerouted()
         earlier = rerouted.get(service_id)
         if earlier is not None and earlier.done():
             del rerouted[service_id]
             earlier = None
+        held = self._held
+        # Not run here: forwarded, unless an earlier command of this thread still waits in
+        # the registry, which forwards this one after it.
+        if held is not None and (earlier is None or not forward) \
+                and not held.accepts(service_id):
+            self._counters.inc(not_here(service_id, held.shard(service_id), command, future,
+                                        self._forwarder, forward=forward))
+            return future
+        self._work.begin()
+        inbox = cell.inbox if cell is not None else None
         if inbox is not None and earlier is None:
             try:
                 inbox.put(envelope)
@@ -527,6 +697,19 @@ class Pager:
                     f"{self._overload_timeout} s") from None
             except Exception:
                 pass
+
+
+def _check_options(ack_timeout: timedelta, mail_concurrency: int, sms_concurrency: int, *,
+                   forwarding: bool, owning: bool) -> None:
+    if ack_timeout <= timedelta(0):
+        raise ValueError(f"ack_timeout must be positive, got {ack_timeout}")
+    for name, value in (("mail_concurrency", mail_concurrency),
+                        ("sms_concurrency", sms_concurrency)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if forwarding and not owning:
+        raise ValueError("a forwarder needs an ownership: without one, every service is "
+                         "run here and nothing is forwarded")
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:

@@ -16,6 +16,11 @@
   once every commit queued before is settled, restarted from the store. Refusals
   that repeat back off as restarts do: a refusal that comes back (an overdue
   timer whose commit the store keeps refusing) cannot spin.
+- Ownership (in a cluster, `Runtime.held`). No actor ever starts for a service
+  this node does not accept: a letter for one is forwarded to its owner (or
+  failed `NotOwnerError`), whether it comes routed, held, or handed back by a
+  stopping actor. `Abandon` stops the live actors of some shards and forgets
+  their cells, so a later adoption loads what the store holds then.
 
 The registry never waits on another actor and does no I/O.
 """
@@ -46,6 +51,7 @@ from pager_actors._service import (
     ServiceStopped,
     fail_envelopes,
 )
+from pager_actors._shards import not_here
 from pager_actors.domain import ArmTimer
 from pager_actors.errors import DeadLetterError, PagerStoppedError, ServiceQuarantinedError
 from pager_actors.logs import get_logger
@@ -91,6 +97,14 @@ class Resync:
     """The store refused a commit of this service: reload it from the store."""
 
     service_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """These shards are no longer run here: stop their live actors (the answer: their stop
+    futures), forward what waits for them, forget their cells."""
+
+    shards: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +187,8 @@ class RegistryActor(pykka.ThreadingActor):
                 self._resync(service_id)
             case Tick():
                 self._passivate_idle()
+            case Abandon(shards):
+                return self._abandon(shards)
             case Shutdown():
                 return self._shutdown()
         return None
@@ -182,6 +198,10 @@ class RegistryActor(pykka.ThreadingActor):
     def _route(self, service_id: str, envelope: Any) -> None:
         if self._closing:
             fail_envelopes([envelope], self._rt.work, PagerStoppedError("the pager is stopped"))
+            return
+        held = self._rt.held
+        if held is not None and not held.accepts(service_id):
+            self._disown(service_id, [envelope])  # and never into a draining actor's inbox
             return
         if service_id in self._quarantined:
             self._refuse_quarantined(service_id, [envelope])
@@ -201,6 +221,10 @@ class RegistryActor(pykka.ThreadingActor):
     def _activate(self, service_id: str, backlog: list[Any]) -> None:
         backlog = self._without_dead_letters(backlog)
         if not backlog:
+            return
+        held = self._rt.held
+        if held is not None and not held.accepts(service_id):
+            self._disown(service_id, backlog)
             return
         if len(self._live) >= self._rules.max_live:
             self._held[service_id] = backlog
@@ -239,8 +263,12 @@ class RegistryActor(pykka.ThreadingActor):
         requested = cell.stopping
         cell.ref, cell.inbox, cell.stopping = None, None, False
         backlog = stopped.left + self._held.pop(service_id, [])
+        held = self._rt.held
         if self._closing:
             fail_envelopes(backlog, self._rt.work, PagerStoppedError("the pager stopped"))
+        elif held is not None and not held.accepts(service_id):
+            self._forget(service_id)
+            self._disown(service_id, backlog)
         elif service_id in self._reloading:
             self._held[service_id] = backlog
             self._rt.committer.barrier(Barrier(service_id, self._reload_due))
@@ -381,6 +409,54 @@ class RegistryActor(pykka.ThreadingActor):
         # Already stopping on its own? Then its ServiceStopped is on the way.
         with contextlib.suppress(InboxClosed, pykka.ActorDeadError):
             cell.ref.stop(block=False)
+
+    # -- ownership -----------------------------------------------------------------
+
+    def _abandon(self, shards: frozenset[int]) -> list[pykka.Future[Any]]:
+        """Stop the live actors of `shards` (each ServiceStopped then forwards what it left
+        and forgets the cell); forward what waits here and forget the other cells now."""
+        held = self._rt.held
+        assert held is not None
+        stops = []
+        for service_id in [s for s in {*self._cells, *self._held} if held.shard(s) in shards]:
+            cell = self._live.get(service_id)
+            if cell is not None:
+                cell.stopping = True
+                assert cell.ref is not None
+                # Already stopping on its own? Then its ServiceStopped is on the way.
+                with contextlib.suppress(InboxClosed, pykka.ActorDeadError):
+                    stops.append(cell.ref.stop(block=False))
+                continue
+            backlog = self._held.pop(service_id, [])
+            self._forget(service_id)
+            self._disown(service_id, backlog)
+        return stops
+
+    def _forget(self, service_id: str) -> None:
+        """Drop everything known of a service this node no longer runs: a later adoption
+        starts from the store, with a fresh restart budget."""
+        self._cells.pop(service_id, None)
+        self._live.pop(service_id, None)
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(service_id)
+        for table in (self._restarts, self._quarantined, self._refusals, self._reload_delays):
+            table.pop(service_id, None)
+        self._reloading.discard(service_id)
+
+    def _disown(self, service_id: str, envelopes: list[Any]) -> None:
+        """Letters for a service not run here: forwarded to its owner, or failed."""
+        rt = self._rt
+        held = rt.held
+        assert held is not None
+        shard = held.shard(service_id)
+        for envelope in envelopes:
+            if envelope.reply_to is not None:  # pykka's stop request
+                envelope.reply_to.set(None)
+                continue
+            letter = envelope.message
+            rt.counters.inc(not_here(service_id, shard, letter.command, letter.future,
+                                     rt.forwarder))
+            rt.work.end()
 
     # -- shutdown ------------------------------------------------------------------
 

@@ -1,4 +1,11 @@
-"""The service actor: owns one monitored service's state and applies its commands in order."""
+"""The service actor: owns one monitored service's state and applies its commands in order.
+
+In a cluster (`Runtime.held` set) it looks before each letter whether its
+service is still run here; once not (the shard's lease lapsed, or it was
+abandoned), it stops at once and hands that letter and the rest of its inbox
+back to the registry, which forwards them to the owner: it never decides on a
+state another node may be changing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import pykka
 
@@ -16,24 +23,26 @@ from pager_actors._commit import Commit, Committer
 from pager_actors._counters import Counters
 from pager_actors._future import CommandFuture
 from pager_actors._inbox import InboxClosed, ServiceInbox
+from pager_actors._shards import HeldShards
 from pager_actors._work import WorkTracker
 from pager_actors.domain import (
     ArmTimer,
     Command,
     Decision,
-    Effect,
     MonitoredService,
     Notify,
     PageFormat,
     Record,
     Resolver,
-    ServiceStatus,
     UnknownServiceError,
     decide,
 )
 from pager_actors.errors import PagerStoppedError
 from pager_actors.logs import get_logger, info_enabled
-from pager_actors.ports import PolicyRepository, StateStore, Transition
+from pager_actors.ports import Forwarder, PolicyRepository, StateStore, Transition
+from pager_actors.ports import (
+    Outcome as Outcome,  # noqa: PLC0414 - lives with the ports now; the daemon imports it here
+)
 
 log = get_logger("pager_actors.service")
 
@@ -65,25 +74,6 @@ class Letter:
         return f"Letter({self.command!r}, crashes={self.crashes})"
 
 
-class Outcome(NamedTuple):
-    """What a command did, as resolved in its future.
-
-    `seq` numbers the commands this service processed, in processing order.
-    """
-
-    service_id: str
-    seq: int
-    event: str
-    reason: str | None
-    state: MonitoredService
-    effects: tuple[Effect, ...]
-
-    @property
-    def status(self) -> ServiceStatus:
-        """The service's status right after this command."""
-        return self.state.status()
-
-
 @dataclass(frozen=True)
 class Runtime:
     """What every service actor shares."""
@@ -100,6 +90,8 @@ class Runtime:
     dispatcher: Any  # Dispatcher: re-arms a reloaded service's timers
     codes: ReplyCodes | None  # when SMS replies are on
     resolve: Resolver | None  # who user: and rotation: targets stand for
+    held: HeldShards | None = None  # in a cluster: which services run here
+    forwarder: Forwarder | None = None  # in a cluster: carries commands to their owner
 
 
 class ServiceCell:
@@ -155,6 +147,7 @@ class ServiceActor(pykka.ThreadingActor):
         self._log = log.bind(service=cell.service_id)
         self._log_each = info_enabled(self._log)
         self._current: Letter | None = None
+        self._not_run = False  # the current letter is handed back: the service left this node
 
     def on_start(self) -> None:
         if self._cell.state is not None:
@@ -175,6 +168,11 @@ class ServiceActor(pykka.ThreadingActor):
 
     def on_receive(self, letter: Letter) -> None:
         self._current = letter
+        held = self._rt.held
+        if held is not None and not held.runs(self._cell.service_id):
+            self._not_run = True
+            self._stop()  # pykka's: now, without the rest of the inbox; on_stop hands it back
+            return
         self._cell.last_active = time.monotonic()
         try:
             if letter.command is STATUS:
@@ -256,8 +254,9 @@ class ServiceActor(pykka.ThreadingActor):
         """Close the inbox; give the registry what is left, the crashing letter first."""
         letter = self._current
         first: list[Any] = []
-        if crash is not None and letter is not None and not letter.handled:
-            letter.crashes += 1
+        if (crash is not None or self._not_run) and letter is not None and not letter.handled:
+            if crash is not None:
+                letter.crashes += 1
             first = [_Requeued(letter)]
         inbox = self.actor_inbox
         assert isinstance(inbox, ServiceInbox)
@@ -273,7 +272,8 @@ class ServiceActor(pykka.ThreadingActor):
 
 
 class _Requeued:
-    """An envelope for a letter that crashed its actor and goes round once more."""
+    """An envelope for a letter that crashed its actor, or that it handed back unrun, and
+    goes round once more."""
 
     __slots__ = ("message", "reply_to")
 

@@ -19,3 +19,14 @@ class ServiceQuarantinedError(PagerError):
 
 class DeadLetterError(PagerError):
     """The command crashed its service actor twice and was dropped (it is logged)."""
+
+
+class NotOwnerError(PagerError):
+    """This node does not run the service: its shard is leased elsewhere, not adopted here
+    yet, or being handed over; and there was no forwarder to carry the command (or it was
+    not to be forwarded: a timer or a page's failure is the owner's own)."""
+
+    def __init__(self, service_id: str, shard: int) -> None:
+        super().__init__(f"service {service_id!r} (shard {shard}) is not owned by this node")
+        self.service_id = service_id
+        self.shard = shard

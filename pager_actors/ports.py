@@ -1,25 +1,32 @@
 """The ports: what the engine needs from the outside world, as structural Protocols.
 
 Adapters satisfy them by shape; none of them needs to import this module.
+`Ownership` and `Forwarder` are what a cluster node plugs in (issue 11): which
+services this node may run and page for, and how a command reaches the node
+that runs its service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from pager_actors.domain import (
     ArmedTimer,
+    Command,
     Effect,
     EscalationPolicy,
     IncidentSummary,
     MonitoredService,
     Notify,
     PagerError,
+    ServiceStatus,
     TimelineEntry,
 )
 from pager_actors.oncall import Override
+
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class PolicyRepository(Protocol):
@@ -81,6 +88,70 @@ class TimeoutSource(Protocol):
     """A timer that delivers its timeouts itself, once the pager attaches to it."""
 
     def attach(self, on_timeout: TimeoutCallback) -> None: ...
+
+
+# -- commands and their outcomes; a cluster's ownership and forwarding -----------
+
+
+class Outcome(NamedTuple):
+    """What a command did, as resolved in its future.
+
+    `seq` numbers the commands this service processed, in processing order.
+    """
+
+    service_id: str
+    seq: int
+    event: str
+    reason: str | None
+    state: MonitoredService
+    effects: tuple[Effect, ...]
+
+    @property
+    def status(self) -> ServiceStatus:
+        """The service's status right after this command."""
+        return self.state.status()
+
+
+class Reply(Protocol[T_contra]):
+    """Where a command's answer goes: the engine's `CommandFuture` has this shape."""
+
+    def set(self, value: T_contra) -> None:
+        """Resolve with the answer."""
+        ...
+
+    def fail(self, error: BaseException) -> None:
+        """Resolve with an error (`get()` raises it)."""
+        ...
+
+
+class Ownership(Protocol):
+    """Which services this node may run: the shard leases it holds (issue 11).
+
+    Both calls are made on hot paths (every command, every send): answer from
+    memory, never from the network.
+    """
+
+    def owns(self, service_id: str) -> bool:
+        """This node holds the lease of the service's shard: it may run the service's
+        actor and commit for it."""
+        ...
+
+    def may_send(self, service_id: str) -> bool:
+        """`owns`, and the lease's local monotonic deadline (renewal + TTL - margin) has
+        not passed: asked just before every gateway call, so that a node paused past
+        its lease stops paging by itself."""
+        ...
+
+
+class Forwarder(Protocol):
+    """Carries a command to the node that owns its service."""
+
+    def forward(self, service_id: str, command: Command, reply: Reply[Outcome]) -> None:
+        """Queue `command` for the owner of `service_id` and return at once: it is called
+        from callers' threads and from engine actors, which must never wait. Resolve
+        `reply` later, from another thread, with the owner's `Outcome` once the owner
+        committed it, or with an error (the owner refused, or no answer in time)."""
+        ...
 
 
 # -- the durable store -------------------------------------------------------
