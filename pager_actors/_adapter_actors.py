@@ -117,10 +117,12 @@ Sendable = Effect | Bundle
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """An effect's next attempt, after a transient failure."""
+    """An effect's next attempt, after a transient failure. In a cluster, `terms` holds
+    the term (`HeldShards.term`) of each of its pages' shards when it failed."""
 
     effect: Sendable
     attempt: int
+    terms: tuple[int, ...] | None = None
 
 
 Job = Sendable | Retry
@@ -231,7 +233,8 @@ class _PortActor(pykka.ThreadingActor):
         if shards is None:
             self._attempt(effect, attempt)
             return
-        cleared = self._fence(effect, shards)  # type: ignore[arg-type]
+        terms = job.terms if isinstance(job, Retry) else None
+        cleared = self._fence(effect, shards, terms)  # type: ignore[arg-type]
         if cleared is None:
             self._current = None
             return
@@ -241,11 +244,13 @@ class _PortActor(pykka.ThreadingActor):
             for page in _pages(cleared):
                 shards.end_send(page.service_id)
 
-    def _fence(self, effect: Notify | Bundle, shards: HeldShards) -> Notify | Bundle | None:
+    def _fence(self, effect: Notify | Bundle, shards: HeldShards,
+               terms: tuple[int, ...] | None) -> Notify | Bundle | None:
         """The part of `effect` that may be sent from here (None: nothing), each of its pages
         counted in flight; the others are fenced: their work ends, their rows stay pending."""
         pages = _pages(effect)
-        allowed = [shards.start_send(page.service_id) for page in pages]
+        allowed = [shards.start_send(page.service_id, terms[i] if terms else None)
+                   for i, page in enumerate(pages)]
         if all(allowed):
             return effect
         fenced = [page for page, ok in zip(pages, allowed, strict=True) if not ok]
@@ -311,7 +316,9 @@ class _PortActor(pykka.ThreadingActor):
 
     def _schedule_retry(self, effect: Sendable, attempt: int, failure: Exception) -> bool:
         delay = self._retry.delay(attempt)
-        if not self._retry_later(delay, Retry(effect, attempt + 1)):
+        terms = None if self._shards is None or type(effect) is ArmTimer \
+            else tuple(self._shards.term(page.service_id) for page in _pages(effect))
+        if not self._retry_later(delay, Retry(effect, attempt + 1, terms)):
             return False  # stopping: the outbox row stays pending for the next start
         self._counts.retried += 1
         self._log.warning(f"{self.channel}_retrying", error=_storable(failure),

@@ -15,7 +15,9 @@ service is
   port's `may_send` holds (the lease's local deadline has not passed).
 
 Sends in flight are counted per shard, so a graceful hand-over can wait for them
-before the next owner resends what is still pending.
+before the next owner resends what is still pending. Each adoption of a shard
+starts a new *term*: a retry scheduled in an earlier term is fenced, since the
+adoption that began the current one resent its page already.
 
 Reads (`accepts`, `runs`) take no lock: the shard sets are frozensets replaced
 whole. Only the send gate and its wait take the lock.
@@ -45,6 +47,7 @@ class HeldShards:
         self._running: frozenset[int] = frozenset()  # adopted, draining ones included
         self._draining: frozenset[int] = frozenset()
         self._sending: Counter[int] = Counter()  # sends in flight, by shard
+        self._terms: Counter[int] = Counter()  # adoptions so far, by shard
         self._lock = threading.Condition()
 
     def shard(self, service_id: str) -> int:
@@ -66,8 +69,13 @@ class HeldShards:
         return shard_of(service_id, self._shards) in self._running \
             and self._ownership.owns(service_id)
 
+    def term(self, service_id: str) -> int:
+        """How many times the service's shard was adopted here."""
+        return self._terms[shard_of(service_id, self._shards)]
+
     def adopt(self, shards: Collection[int]) -> None:
         with self._lock:
+            self._terms.update(frozenset(shards) - self._running)
             self._running |= frozenset(shards)
             self._draining -= frozenset(shards)
 
@@ -83,12 +91,14 @@ class HeldShards:
             self._running -= frozenset(shards)
             self._draining -= frozenset(shards)
 
-    def start_send(self, service_id: str) -> bool:
+    def start_send(self, service_id: str, term: int | None = None) -> bool:
         """Just before a gateway call for one of the service's pages: True (and counted in
-        flight until `end_send`) if it may go, False if it is fenced."""
+        flight until `end_send`) if it may go, False if it is fenced. `term`: the term the
+        page was last tried in (a retry), fenced unless it is still the current one."""
         shard = shard_of(service_id, self._shards)
         with self._lock:
-            if shard not in self._running or shard in self._draining:
+            if shard not in self._running or shard in self._draining \
+                    or (term is not None and term != self._terms[shard]):
                 return False
             try:
                 allowed = self._ownership.may_send(service_id)

@@ -30,12 +30,14 @@ from pager_actors import (
     NotOwnerError,
     Outcome,
     Pager,
+    RetryPolicy,
     SmsTarget,
     Throttle,
     Throttling,
 )
 from pager_actors.cluster import SHARDS, shard_of
 from pager_actors.domain import MonitoredService, Notify, PageFormat, RaiseAlert, decide
+from pager_actors.ports import TransientDeliveryError
 from tests.conftest import BACKUP_SMS, ONCALL_MAIL, ONCALL_SMS, two_level_policy
 
 T = timedelta(minutes=15)
@@ -71,9 +73,9 @@ class Cluster:
         self.clock = clock
         self.nodes: list[Node] = []
 
-    def node(self, shards=ALL, adopt=True, ownership=None, **options) -> Node:
+    def node(self, shards=ALL, adopt=True, ownership=None, sms=None, **options) -> Node:
         ownership = ownership or InMemoryOwnership(shards)
-        mail, sms, timer = RecordingMailSender(), RecordingSmsSender(), ManualTimer()
+        mail, sms, timer = RecordingMailSender(), sms or RecordingSmsSender(), ManualTimer()
         pager = Pager.start(policies=self.policies, mail=mail, sms=sms, timer=timer,
                             store=self.store, clock=self.clock, ack_timeout=T,
                             ownership=ownership, **options)
@@ -362,6 +364,35 @@ def test_pages_fenced_on_a_paused_node_stay_pending_and_go_out_from_the_next_own
     assert sorted(s.to for s in b.sms.sent) == sorted(
         [ONCALL_SMS.number, BACKUP_SMS.number, BACKUP_SMS.number])
     assert cluster.store.undelivered() == []
+
+
+class FailsFirstSms(RecordingSmsSender):
+    """The first SMS fails with a transient error (it will be retried); the others go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = threading.Event()
+
+    def send_sms(self, to, text):
+        if not self.failed.is_set():
+            self.failed.set()
+            raise TransientDeliveryError("gateway 503")
+        super().send_sms(to, text)
+
+
+def test_a_retry_left_from_before_a_shard_came_back_is_not_sent_again(memory_cluster):
+    """A page whose retry waits while its shard is abandoned and adopted again is sent once,
+    by the adoption's resend; the stale retry is fenced."""
+    sms = FailsFirstSms()
+    a = memory_cluster.node(ALL, sms=sms, retry=RetryPolicy(backoff=0.5, jitter=lambda: 1.0))
+    a.pager.alert("checkout", "down").get(timeout=5)
+    assert sms.failed.wait(timeout=5)
+    a.pager.abandon(ALL, graceful=True)
+    a.pager.adopt(ALL)  # the lease never moved: this node takes its shards back
+    a.pager.flush(timeout=5)  # the retry came back meanwhile
+    assert [s.to for s in sms.sent] == [ONCALL_SMS.number]
+    assert [m.to for m in a.mail.sent] == [ONCALL_MAIL.address]
+    assert memory_cluster.store.undelivered() == []
 
 
 PHONE = SmsTarget("+33600000009")
