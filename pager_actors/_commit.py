@@ -49,7 +49,11 @@ class Commit(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Barrier:
-    """Reached once every commit queued before it is settled; then `then()` is called."""
+    """Reached once every commit queued before it is settled; then `then()` is called.
+
+    `service_id` names the service being reloaded (its refusals end there), or is
+    empty for a barrier that only waits (a graceful `Pager.abandon`).
+    """
 
     service_id: str
     then: Any  # Callable[[str], None]; kept loose so the dataclass stays slotted and frozen

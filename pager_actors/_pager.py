@@ -620,7 +620,7 @@ class Pager:
                 self._admit(future)
             except PagerOverloadedError as error:
                 return failed(error)
-        envelope = Envelope(Letter(command, future))
+        envelope = Envelope(Letter(command, future, forward))
         cell = self._cells.get(service_id)
         if cell is None:
             try:

@@ -455,7 +455,7 @@ class RegistryActor(pykka.ThreadingActor):
                 continue
             letter = envelope.message
             rt.counters.inc(not_here(service_id, shard, letter.command, letter.future,
-                                     rt.forwarder))
+                                     rt.forwarder, forward=letter.forward))
             rt.work.end()
 
     # -- shutdown ------------------------------------------------------------------

@@ -59,14 +59,18 @@ class Letter:
 
     `crashes` counts the actors this letter crashed: at two it is dead-lettered.
     `handled` is set once its result went to the committer: from then on the
-    letter is never processed again, even if its actor dies.
+    letter is never processed again, even if its actor dies. `forward` False:
+    should its service leave this node first, it fails rather than going to
+    the owner (it was forwarded here already).
     """
 
-    __slots__ = ("command", "crashes", "future", "handled")
+    __slots__ = ("command", "crashes", "forward", "future", "handled")
 
-    def __init__(self, command: Command | GetStatus, future: CommandFuture[Any]) -> None:
+    def __init__(self, command: Command | GetStatus, future: CommandFuture[Any],
+                 forward: bool = True) -> None:
         self.command = command
         self.future = future
+        self.forward = forward
         self.crashes = 0
         self.handled = False
 

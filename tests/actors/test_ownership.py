@@ -153,6 +153,18 @@ def test_without_a_forwarder_a_command_for_a_service_owned_elsewhere_fails_not_o
     assert node.pager.stats()["commands_not_owned"] == 1
 
 
+def test_a_command_forwarded_here_is_never_forwarded_again(memory_cluster):
+    """`submit(forward=False)`, what a node does with a command forwarded to it, runs it here
+    or fails NotOwnerError: a command never goes round between nodes."""
+    forwarder = RecordingForwarder()
+    node = memory_cluster.node(ALL - {CHECKOUT}, forwarder=forwarder)
+    with pytest.raises(NotOwnerError):
+        node.pager.submit("checkout", RaiseAlert("down"), forward=False).get(timeout=5)
+    assert forwarder.forwarded == []
+    outcome = node.pager.submit("search", RaiseAlert("down"), forward=False).get(timeout=5)
+    assert outcome.event == "incident_opened"
+
+
 def test_a_leased_shard_is_not_run_here_until_adopted(memory_cluster):
     """Holding the lease is not enough: until `adopt`, the service's commands are forwarded."""
     forwarder = RecordingForwarder()
@@ -211,16 +223,33 @@ class LeaseLostOnSecondLook(InMemoryOwnership):
         return self._looks == 1
 
 
-def test_the_registry_never_starts_an_actor_for_a_service_not_owned(memory_cluster):
+class LoadRecordingStore(InMemoryStore):
+    """Records which services were loaded: a service actor loads its state as it starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: list[str] = []
+
+    def load(self, service_id):
+        self.loaded.append(service_id)
+        return super().load(service_id)
+
+
+def test_the_registry_never_starts_an_actor_for_a_service_not_owned(policies):
     """A command routed while owned, but reaching the registry once the lease is gone, is
-    forwarded: no actor starts, nothing is committed."""
-    forwarder = RecordingForwarder()
-    node = memory_cluster.node(ALL, ownership=LeaseLostOnSecondLook(), forwarder=forwarder)
-    node.pager.alert("checkout", "down")
-    node.pager.flush()
-    assert [f.command for f in forwarder.forwarded] == [RaiseAlert("down")]
-    assert node.pager.stats()["service_actors"] == 0
-    assert memory_cluster.store.load("checkout") is None
+    forwarded: no actor starts (none loads the service), nothing is committed."""
+    store = LoadRecordingStore()
+    cluster = Cluster(store, policies, Clock())
+    try:
+        forwarder = RecordingForwarder()
+        node = cluster.node(ALL, ownership=LeaseLostOnSecondLook(), forwarder=forwarder)
+        node.pager.alert("checkout", "down")
+        node.pager.flush()
+        assert [f.command for f in forwarder.forwarded] == [RaiseAlert("down")]
+        assert store.loaded == [] and store.load("checkout") is None
+        assert node.pager.stats()["service_actors"] == 0
+    finally:
+        cluster.stop()
 
 
 # -- hand-over ------------------------------------------------------------------------
