@@ -87,6 +87,9 @@ PROBE_BYTES = 8192
 # The advisory lock every pager process takes to migrate: one key they all agree on.
 MIGRATION_LOCK = zlib.crc32(b"pager-actors schema migration")
 STATEMENT_TIMEOUT = "30s"  # no call waits on PostgreSQL forever (a lock, a stuck disk)
+# Our transactions never wait on a person: a session idle inside one has lost its client
+# (a connection cut before its COMMIT), and the server ends it, freeing its row locks.
+IDLE_IN_TRANSACTION_TIMEOUT = "15s"
 
 _TABLES = {"meta", "services", "outbox", "timeline", "overrides"}
 
@@ -426,18 +429,9 @@ class PostgresStore:
             raise VersionConflictError(state.service_id, t.expected_version,
                                        found[0] if found else None)
         notes = [e for e in t.effects if isinstance(e, Notify)]
-        if notes:
-            db.cursor().executemany(
-                "INSERT INTO outbox (delivery_id, service_id, shard, incident, level, round, "
-                "page, target, subject, body, status, created_at, reply_code) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s)",
-                [(n.key, n.service_id, shard_of(n.service_id), n.incident, n.level, n.round,
-                  n.page, n.target.uri, _text(n.subject), _text(n.text), now, n.reply_code)
-                 for n in notes])
         records = [e for e in t.effects if isinstance(e, Record)]
-        if records:
-            db.cursor().executemany(_INSERT_ENTRY,
-                                    [_entry_row(r.service_id, r.entry) for r in records])
+        if notes or records:
+            _insert_effects(db, notes, records, now)
 
     def _settle(self, db: Connection, deliveries: Sequence[DeliveryResult],
                 now: datetime) -> None:
@@ -445,20 +439,21 @@ class PostgresStore:
         results = {r.delivery_id: r._replace(error=_storable(r.error),
                                              carried_by=_storable(r.carried_by))
                    for r in deliveries}
-        db.cursor().executemany(
-            "UPDATE outbox SET status = %s, settled_at = %s, last_error = %s, carried_by = %s "
-            "WHERE delivery_id = %s",
-            [("withdrawn" if r.withdrawn else "delivered" if r.error is None else "failed",
-              now, r.error, r.carried_by, key) for key, r in results.items()])
-        rows = db.execute(
-            "SELECT delivery_id, service_id, incident, level, round, target FROM outbox "
-            "WHERE delivery_id = ANY(%s) ORDER BY seq", (list(results),)).fetchall()
-        if rows:
-            db.cursor().executemany(_INSERT_ENTRY, [
-                _entry_row(sid, Notify(sid, incident, level, parse_contact(target), "", "", key,
-                                       round_).outcome(now, results[key].error,
-                                                       results[key].withdrawn))
-                for key, sid, incident, level, round_, target in rows])
+        with db.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE outbox SET status = %s, settled_at = %s, last_error = %s, "
+                "carried_by = %s WHERE delivery_id = %s",
+                [("withdrawn" if r.withdrawn else "delivered" if r.error is None else "failed",
+                  now, r.error, r.carried_by, key) for key, r in results.items()])
+            rows = cursor.execute(
+                "SELECT delivery_id, service_id, incident, level, round, target FROM outbox "
+                "WHERE delivery_id = ANY(%s) ORDER BY seq", (list(results),)).fetchall()
+            if rows:
+                cursor.executemany(_INSERT_ENTRY, [
+                    _entry_row(sid, Notify(sid, incident, level, parse_contact(target), "", "",
+                                           key, round_).outcome(now, results[key].error,
+                                                                results[key].withdrawn))
+                    for key, sid, incident, level, round_, target in rows])
 
     def add_override(self, rotation: str, user: str, start: datetime, end: datetime,
                      created: datetime) -> Override:
@@ -574,9 +569,28 @@ class PostgresStore:
 
 
 def _configure(db: Connection) -> None:
-    """Every connection's session: times come back in UTC; no statement waits forever."""
+    """Every connection's session: times come back in UTC; no statement waits forever, and
+    no transaction whose client vanished holds its locks for long."""
     db.execute("SET TIME ZONE 'UTC'")
     db.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+    db.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+
+
+def _insert_effects(db: Connection, notes: list[Notify], records: list[Record],
+                    now: datetime) -> None:
+    """A transition's outbox rows and timeline entries."""
+    with db.cursor() as cursor:
+        if notes:
+            cursor.executemany(
+                "INSERT INTO outbox (delivery_id, service_id, shard, incident, level, round, "
+                "page, target, subject, body, status, created_at, reply_code) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s)",
+                [(n.key, n.service_id, shard_of(n.service_id), n.incident, n.level, n.round,
+                  n.page, n.target.uri, _text(n.subject), _text(n.text), now, n.reply_code)
+                 for n in notes])
+        if records:
+            cursor.executemany(_INSERT_ENTRY,
+                               [_entry_row(r.service_id, r.entry) for r in records])
 
 
 def _in_shards(shards: Collection[int] | None) -> str:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+import tests.pg
 from adapters.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresStore
 from pager_actors.cluster import SHARDS, shard_of
 from pager_actors.domain import MonitoredService, RaiseAlert, Record, TimelineEntry, decide
@@ -312,3 +313,20 @@ def test_a_commit_cut_before_postgresql_got_it_is_reported_not_applied(pg_dsn, c
         assert store.load("checkout") is not None
     finally:
         store.close()
+
+
+def test_where_postgresql_cannot_run_the_fixture_says_why(monkeypatch):
+    """No binaries, or root without a `postgres` user: Unavailable (the tests skip) with the
+    reason, instead of failing."""
+    monkeypatch.setattr(tests.pg.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(tests.pg.shutil, "which", lambda name: None)
+    with pytest.raises(tests.pg.Unavailable, match="apt-get install postgresql"):
+        tests.pg.find_bindir()
+    monkeypatch.setattr(tests.pg.os, "geteuid", lambda: 0)
+
+    def no_such_user(name):
+        raise KeyError(name)
+
+    monkeypatch.setattr(tests.pg.pwd, "getpwnam", no_such_user)
+    with pytest.raises(tests.pg.Unavailable, match="no 'postgres' user"):
+        tests.pg._unprivileged()

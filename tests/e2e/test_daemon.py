@@ -151,6 +151,8 @@ def test_sigkill_mid_escalation_then_restart_continues(tmp_path, gateways, state
     assert levels() == {"1": 2 if in_flight else 1, "2": 1, "3": 1}
     assert [m.to for m in sms.messages][-2:] == ["+33600000002", "+33600000003"]
     assert PASSWORD not in (tmp_path / "daemon.log").read_text()
+    # SQLite's single owner is a lock file; a PostgreSQL state takes none.
+    assert bool(list(tmp_path.glob("*.lock"))) == (state.kind == "sqlite")
 
 
 def test_gateway_hiccups_are_retried(tmp_path, gateways):
