@@ -6,11 +6,12 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+from pager_actors.cluster import shard_of
 from pager_actors.domain import (
     ArmedTimer,
     EscalationPolicy,
@@ -239,13 +240,15 @@ class InMemoryStore:
             if result.carried_by is not None:
                 self.carried_by[result.delivery_id] = result.carried_by
 
-    def armed_timers(self) -> list[ArmedTimer]:
+    def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         with self._lock:
-            return [timer for state in self._states.values() for timer in state.timers()]
+            return [timer for state in self._states.values() for timer in state.timers()
+                    if shards is None or shard_of(state.service_id) in shards]
 
-    def undelivered(self) -> list[Notify]:
+    def undelivered(self, *, shards: Collection[int] | None = None) -> list[Notify]:
         with self._lock:
-            return list(self._pending.values())
+            return [page for page in self._pending.values()
+                    if shards is None or shard_of(page.service_id) in shards]
 
     def open_incidents(self) -> int:
         with self._lock:
@@ -260,9 +263,11 @@ class InMemoryStore:
                     first.setdefault(carrier, (uri, at))
         return sorted(first.values(), key=lambda send: send[1])
 
-    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+    def reply_codes(self, *, shards: Collection[int] | None = None
+                    ) -> list[tuple[str, str, int, datetime | None]]:
         with self._lock:
-            return reply_codes_of(list(self._states.values()))
+            return reply_codes_of([state for state in self._states.values()
+                                   if shards is None or shard_of(state.service_id) in shards])
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._lock:

@@ -30,13 +30,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters import state_json
 from adapters.statelock import StateLock
+from pager_actors.cluster import shard_of
 from pager_actors.domain import (
     DEFAULT_KEY,
     ArmedTimer,
@@ -479,21 +480,26 @@ class SqliteStore:
         if records:
             db.executemany(_INSERT_ENTRY, [_entry_row(r.service_id, r.entry) for r in records])
 
-    def armed_timers(self) -> list[ArmedTimer]:
+    # The `shards` filters run here, not in SQL: one SQLite file has one owner, which reads
+    # every shard (PostgresStore keeps a `shard` column for the cluster).
+
+    def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT service_id, timers FROM services WHERE timers IS NOT NULL").fetchall()
         return [ArmedTimer(sid, token, datetime.fromisoformat(deadline))
-                for sid, timers in rows for token, deadline in json.loads(timers)]
+                for sid, timers in rows if shards is None or shard_of(sid) in shards
+                for token, deadline in json.loads(timers)]
 
-    def undelivered(self) -> list[Notify]:
+    def undelivered(self, *, shards: Collection[int] | None = None) -> list[Notify]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT service_id, incident, level, target, subject, body, delivery_id, round, "
                 "page, reply_code FROM outbox WHERE status = 'pending' ORDER BY created_at"
             ).fetchall()
         return [Notify(sid, incident, level, parse_contact(target), *rest)
-                for sid, incident, level, target, *rest in rows]
+                for sid, incident, level, target, *rest in rows
+                if shards is None or shard_of(sid) in shards]
 
     def open_incidents(self) -> int:
         with self._read_lock:
@@ -509,14 +515,16 @@ class SqliteStore:
                 (since.timestamp(),)).fetchall()
         return [(target, datetime.fromtimestamp(at, UTC)) for target, at in rows]
 
-    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+    def reply_codes(self, *, shards: Collection[int] | None = None
+                    ) -> list[tuple[str, str, int, datetime | None]]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT service_id, version, state FROM services "
                 "WHERE json_extract(state, '$.incident.reply_code') IS NOT NULL "
                 "OR json_extract(state, '$.released') IS NOT NULL").fetchall()
         return reply_codes_of([state_json.decode(sid, version, text)
-                               for sid, version, text in rows])
+                               for sid, version, text in rows
+                               if shards is None or shard_of(sid) in shards])
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         with self._read_lock:

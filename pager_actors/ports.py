@@ -5,7 +5,7 @@ Adapters satisfy them by shape; none of them needs to import this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -170,13 +170,15 @@ class StateStore(Protocol):
         """
         ...
 
-    def armed_timers(self) -> list[ArmedTimer]:
+    def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         """Every timer the stored states rely on: ack timeouts and expiries, heartbeats,
-        ends of maintenance windows (`MonitoredService.timers()`)."""
+        ends of maintenance windows (`MonitoredService.timers()`). With `shards`, only
+        the services of those shards (`pager_actors.cluster.shard_of`)."""
         ...
 
-    def undelivered(self) -> list[Notify]:
-        """Outbox rows neither delivered nor failed, oldest first."""
+    def undelivered(self, *, shards: Collection[int] | None = None) -> list[Notify]:
+        """Outbox rows neither delivered nor failed, oldest first; with `shards`, only
+        those shards' services'."""
         ...
 
     def open_incidents(self) -> int:
@@ -188,9 +190,11 @@ class StateStore(Protocol):
         bundle's rows count once. Throttles are rebuilt from it at start."""
         ...
 
-    def reply_codes(self) -> list[tuple[str, str, int, datetime | None]]:
+    def reply_codes(self, *, shards: Collection[int] | None = None
+                    ) -> list[tuple[str, str, int, datetime | None]]:
         """Every reply code a stored state holds, as (code, service, incident, released):
-        its open incident's (released None), and those released within the last day."""
+        its open incident's (released None), and those released within the last day;
+        with `shards`, only those shards' services'."""
         ...
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
