@@ -244,9 +244,8 @@ class InMemoryStore:
 
     def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         with self._lock:
-            return [timer for state in self._states.values()
-                    if shards is None or shard_of(state.service_id) in shards
-                    for timer in state.timers()]
+            return [timer for state in self._states.values() for timer in state.timers()
+                    if shards is None or shard_of(state.service_id) in shards]
 
     def undelivered(self, *, shards: Collection[int] | None = None) -> list[Notify]:
         with self._lock:

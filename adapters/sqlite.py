@@ -480,6 +480,9 @@ class SqliteStore:
         if records:
             db.executemany(_INSERT_ENTRY, [_entry_row(r.service_id, r.entry) for r in records])
 
+    # The `shards` filters run here, not in SQL: one SQLite file has one owner, which reads
+    # every shard (PostgresStore keeps a `shard` column for the cluster).
+
     def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         with self._read_lock:
             rows = self._reader.execute(

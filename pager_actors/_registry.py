@@ -226,6 +226,10 @@ class RegistryActor(pykka.ThreadingActor):
         if held is not None and not held.accepts(service_id):
             self._disown(service_id, backlog)
             return
+        if service_id in self._reloading:  # a restart or a free slot came first: the
+            # service starts from the store once its reload is due, never before
+            self._held[service_id] = backlog + self._held.get(service_id, [])
+            return
         if len(self._live) >= self._rules.max_live:
             self._held[service_id] = backlog
             self._waiting.append(service_id)
@@ -271,6 +275,7 @@ class RegistryActor(pykka.ThreadingActor):
             self._disown(service_id, backlog)
         elif service_id in self._reloading:
             self._held[service_id] = backlog
+            self._forget_state(cell)
             self._rt.committer.barrier(Barrier(service_id, self._reload_due))
         elif stopped.crash is not None:
             self._after_crash(service_id, backlog, stopped.crash)
@@ -361,6 +366,8 @@ class RegistryActor(pykka.ThreadingActor):
         if cell is not None:
             self._stop_actor(cell)  # its ServiceStopped sends the barrier
         else:
+            if (idle := self._cells.get(service_id)) is not None:
+                self._forget_state(idle)
             self._rt.committer.barrier(Barrier(service_id, self._reload_due))
 
     def _reload_due(self, service_id: str) -> None:
@@ -368,12 +375,19 @@ class RegistryActor(pykka.ThreadingActor):
         with contextlib.suppress(pykka.ActorDeadError, InboxClosed):
             self.actor_ref.tell(_Due("reload", service_id))
 
+    @staticmethod
+    def _forget_state(cell: ServiceCell) -> None:
+        """The cell's state is one the store refused: reads wait for the reload (they go
+        through the registry), the next actor loads the committed state and arms its
+        timers again."""
+        cell.state = None
+        cell.rearm = True
+
     def _reloaded(self, service_id: str) -> None:
         self._reloading.discard(service_id)
         cell = self._cells.get(service_id)
         if cell is not None:
-            cell.state = None  # the next actor loads the committed state
-            cell.rearm = True  # and arms its timers again
+            self._forget_state(cell)
         log.warning("service_reloaded_from_store", service=service_id)
         backlog = self._held.pop(service_id, [])
         if not backlog and cell is not None:  # start it anyway: loading re-arms its timers

@@ -244,12 +244,12 @@ class StateStore(Protocol):
     def armed_timers(self, *, shards: Collection[int] | None = None) -> list[ArmedTimer]:
         """Every timer the stored states rely on: ack timeouts and expiries, heartbeats,
         ends of maintenance windows (`MonitoredService.timers()`). With `shards`, only
-        those of services in those shards (`pager_actors.cluster.shard_of`)."""
+        the services of those shards (`pager_actors.cluster.shard_of`)."""
         ...
 
     def undelivered(self, *, shards: Collection[int] | None = None) -> list[Notify]:
-        """Outbox rows neither delivered nor failed, oldest first (with `shards`, only
-        those of services in those shards)."""
+        """Outbox rows neither delivered nor failed, oldest first; with `shards`, only
+        those shards' services'."""
         ...
 
     def open_incidents(self) -> int:
@@ -264,8 +264,8 @@ class StateStore(Protocol):
     def reply_codes(self, *, shards: Collection[int] | None = None
                     ) -> list[tuple[str, str, int, datetime | None]]:
         """Every reply code a stored state holds, as (code, service, incident, released):
-        its open incident's (released None), and those released within the last day.
-        With `shards`, only those of services in those shards."""
+        its open incident's (released None), and those released within the last day;
+        with `shards`, only those shards' services'."""
         ...
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: every test ends with all actors stopped."""
+"""Shared fixtures: every test ends with all actors stopped; a real PostgreSQL for those that
+ask for one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from adapters.memory import (
     RecordingSmsSender,
 )
 from pager_actors import EmailTarget, EscalationPolicy, Level, Pager, SmsTarget
+from tests.pg import PostgresServer, Unavailable
 
 ONCALL_MAIL = EmailTarget("oncall@example.com")
 ONCALL_SMS = SmsTarget("+33600000001")
@@ -66,3 +68,25 @@ def pager(policies, mail, sms, timer) -> Iterator[Pager]:
 def settle(futures, timeout: float = 5.0) -> list[object]:
     """Wait for the futures the ManualTimer returned (pager futures)."""
     return [f.get(timeout=timeout) for f in futures]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, stopped at its end whatever happened; the
+    tests that need it skip, with the reason, where it cannot run."""
+    try:
+        server = PostgresServer()
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh database for this test alone: its URL, password included."""
+    name = postgres.create_database()
+    yield postgres.dsn(name)
+    postgres.drop_database(name)

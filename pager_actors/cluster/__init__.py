@@ -1,12 +1,5 @@
-"""Leases and forwarding: how a cluster of pagers shares the services, by shard."""
+"""The cluster: services spread over shards (leases and forwarding come in a later phase)."""
 
-from __future__ import annotations
+from pager_actors.cluster.shards import SHARDS, shard_of
 
-import zlib
-
-SHARDS = 64
-
-
-def shard_of(service_id: str, shards: int = SHARDS) -> int:
-    """The shard a service belongs to: the same on every node, whatever its config order."""
-    return zlib.crc32(service_id.encode("utf-8")) % shards
+__all__ = ["SHARDS", "shard_of"]

@@ -4,8 +4,11 @@ Every problem is reported with its location, one line each; `load_config`
 raises ConfigError carrying all of them. Secrets may come from the
 environment instead of the file: PAGER_SERVER_TOKEN, PAGER_MAIL_USERNAME,
 PAGER_MAIL_PASSWORD, PAGER_SMS_ACCOUNT_SID, PAGER_SMS_AUTH_TOKEN, and so may
-PAGER_SMS_FROM (the environment wins). A value from the environment is checked
-exactly as one from the file, and no problem line ever shows a secret's value.
+PAGER_SMS_FROM (the environment wins). So may PAGER_STATE, which replaces
+`[pager] state` (a `postgresql://` URL carries a password: the environment keeps
+it out of the file). A value from the environment is checked exactly as one
+from the file, and no problem line ever shows a secret's value; a state URL is
+only ever shown masked (`mask_url`).
 """
 
 from __future__ import annotations
@@ -80,10 +83,49 @@ class ServerConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
+_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """`postgresql://u:pw@h/db?password=pw` -> `postgresql://u:****@h/db?password=****`.
+
+    Everything between the user name and the last `@` is taken for the password (so a
+    password holding `@`, `/` or `:` is hidden whole)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = f"{user}{':****' if colon else ''}@{rest[at + 1:]}"
+    return f"{scheme}://{_PASSWORD_PARAMETER.sub(lambda m: m[1] + '****', rest)}"
+
+
+@dataclass(frozen=True)
+class PostgresState:
+    """`[pager] state` as a PostgreSQL URL (`postgresql://` or `postgres://`): the store
+    gets `url`; str() and repr() show it masked."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return mask_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"PostgresState({mask_url(self.url)!r})"
+
+    @property
+    def holds_password(self) -> bool:
+        return mask_url(self.url) != self.url
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 @dataclass(frozen=True)
 class PagerConfig:
     ack_timeout: timedelta = timedelta(minutes=15)
-    state: Path = Path("pager.db")
+    state: Path | PostgresState = Path("pager.db")
     passivate_after: timedelta | None = timedelta(minutes=5)
     max_live_services: int = 2000
     delivery_attempts: int = 5
@@ -348,6 +390,25 @@ def _readable_file(value: Any) -> Path:
         raise ValueError(f"no such file: {value!r}")
     return path
 
+def _state(value: Any) -> str | PostgresState:
+    """[pager] state: a file (a path, made absolute by `_assemble`) or a PostgreSQL URL,
+    whose host and port are checked here (the rest, when the daemon connects)."""
+    text = _STR(value)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return str(text)
+    shown = mask_url(text)
+    if scheme not in POSTGRES_SCHEMES:
+        raise ValueError(f"expected a file path or a postgresql:// URL, got {shown!r}")
+    hosts = re.split(r"[/?]", rest[rest.rfind("@") + 1:], maxsplit=1)[0]
+    for host in filter(None, hosts.split(",")):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, number = port.rpartition(":") if ":" in port else ("", "", "")
+        if colon and number and not (number.isdigit() and 0 < int(number) < 65536):
+            raise ValueError(f"not a port number: {number!r} in {shown!r}")
+    return PostgresState(text)
+
+
 def _networks(value: Any) -> tuple[IPNetwork, ...]:
     """[server] trusted_proxies: a list of IP addresses or CIDR networks."""
     if not isinstance(value, list):
@@ -376,7 +437,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
                "request_timeout": _positive_duration, "public_url": _http_url,
                "secret": _link_secret, "previous_secret": _link_secret,
                "tokens": _tokens_placeholder},
-    "pager": {"ack_timeout": _positive_duration, "state": _STR,
+    "pager": {"ack_timeout": _positive_duration, "state": _state,
               "passivate_after": _positive_duration, "max_live_services": _positive_int,
               "delivery_attempts": _positive_int, "retry_backoff": _positive_duration,
               "ack_expiry": _positive_duration, "keep_timeline": _positive_duration,
@@ -459,6 +520,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         value = environ.get(f"PAGER_{section.upper()}_{key.upper()}")
         if value and isinstance(doc.setdefault(section, {}), dict):
             doc[section][key] = value
+    state_from_environment = bool(environ.get("PAGER_STATE"))
+    if state_from_environment and isinstance(doc.setdefault("pager", {}), dict):
+        doc["pager"]["state"] = environ["PAGER_STATE"]
     raw = {name: check.section(doc, name, fields) for name, fields in _SECTIONS.items()}
     raw["server"]["tokens"] = _api_tokens(raw["server"].get("tokens", []), environ, check)
     # A refused [pager] ack_expiry is reported once, there; the services then default to none.
@@ -471,6 +535,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     if check.problems:
         raise ConfigError(check.problems)
     assert config is not None
+    state = config.pager.state
+    if isinstance(state, PostgresState) and state.holds_password and not state_from_environment:
+        config = replace(config, warnings=(*config.warnings, (
+            f"{path}: warning: [pager] state holds a password ({state}): set PAGER_STATE "
+            "instead, so that it stays out of the file")))
     if not config.pager.fallback:
         config = replace(config, warnings=(*config.warnings, (
             f"{path}: warning: no [pager] fallback: a level that reaches nobody (no one on "
@@ -677,7 +746,8 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
     server, pager, mail, sms = raw["server"], raw["pager"], raw["mail"], raw["sms"]
     host, port = server.pop("listen", (ServerConfig.host, ServerConfig.port))
     # A relative state file lives next to the config, wherever the daemon is started from.
-    pager["state"] = path.parent / Path(pager.get("state", PagerConfig.state))
+    state = pager.get("state", PagerConfig.state)
+    pager["state"] = state if isinstance(state, PostgresState) else path.parent / Path(state)
     if "ca_file" in mail:
         try:
             ssl.create_default_context(cafile=str(mail["ca_file"]))

@@ -1,8 +1,12 @@
 """The daemon's composition root: config -> store -> socket -> Pager -> HTTP, and back down.
 
 Start order, so that a daemon that cannot serve sends nothing:
-1. the state store: its exclusive lock, then read-only checks (a file in use,
-   corrupt, foreign or newer is refused before anything is written);
+1. the state store: an SQLite file's exclusive lock, then read-only checks (a
+   file in use, corrupt, foreign or newer is refused before anything is
+   written); or, for a `postgresql://` state, the connection and the schema
+   (unreachable, refused login or newer schema: refused). A PostgreSQL state
+   takes no lock: it is shared by design, and ownership comes with the
+   cluster's leases (issue 11);
 2. the listening socket (a port in use is refused);
 3. senders, timer, and the Pager, whose recovery resends pending pages and
    re-arms timeouts;
@@ -29,6 +33,7 @@ from starlette.applications import Starlette
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
+from adapters.postgres import PostgresStore
 from adapters.smtp import SmtpMailSender
 from adapters.sqlite import SqliteStore
 from adapters.timer import ThreadedTimer
@@ -38,7 +43,13 @@ from pager_actors._pager import Pager
 from pager_actors._throttle import Throttle, Throttling
 from pager_actors.console import create_console
 from pager_actors.daemon import replies
-from pager_actors.daemon.config import Config, ConfigError, ServerConfig, load_config
+from pager_actors.daemon.config import (
+    Config,
+    ConfigError,
+    PostgresState,
+    ServerConfig,
+    load_config,
+)
 from pager_actors.daemon.http import create_app
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.server import build_server
@@ -46,7 +57,7 @@ from pager_actors.domain import Contact, EscalationPolicy, Health, PageFormat
 from pager_actors.domain.links import LinkKey, Links
 from pager_actors.logs import get_logger
 from pager_actors.oncall.directory import OnCall
-from pager_actors.ports import MailSender, SmsSender, StoreError
+from pager_actors.ports import MailSender, SmsSender, StateStore, StoreError
 
 log = get_logger("pager_actors.daemon")
 
@@ -104,10 +115,14 @@ def throttling(config: Config) -> Throttling:
         else None)
 
 
-def open_store(config: Config) -> SqliteStore:
+def open_store(config: Config) -> StateStore:
+    """The store `[pager] state` names: PostgreSQL for a postgresql:// URL, else SQLite."""
+    state = config.pager.state
     try:
-        return SqliteStore(config.pager.state)
-    except StoreError as error:
+        if isinstance(state, PostgresState):
+            return PostgresStore(state.url)
+        return SqliteStore(state)
+    except StoreError as error:  # their messages never carry a password
         raise StartupRefused(str(error)) from error
 
 

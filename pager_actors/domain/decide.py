@@ -390,8 +390,10 @@ class _Core:
                 return self._close(by, key)
             return self._ignored("unknown_alert")
         if alerts or incident is None:
-            if incident is not None:
-                self._record("alert_resolved", incident.number, key=key, by=by)
+            # A key held by maintenance resolves where its `suppressed` entry went: under the
+            # incident that opens next.
+            number = incident.number if incident is not None else state.incidents_opened + 1
+            self._record("alert_resolved", number, key=key, by=by)
             return self._done(self._service(incident, alerts=alerts), "alert_resolved")
         return self._close(by, key)
 
@@ -407,7 +409,11 @@ class _Core:
         """Close the incident (if any) and clear every firing key."""
         incident = self.state.incident
         released = None
-        if incident is not None:
+        if incident is None:  # only keys held by maintenance fire: each is cleared
+            for alert in self.state.alerts:
+                self._record("alert_resolved", self.state.incidents_opened + 1, key=alert.key,
+                             by=by)
+        else:
             self._record("resolved", incident.number, by=by, key=key)
             self._withdraw(incident)
             self._status_update(incident, "resolved", by)

@@ -1,4 +1,5 @@
-"""Commit before effects, recovery and the policy snapshot, on a real SQLite file."""
+"""Commit before effects, recovery and the policy snapshot, on a real SQLite file; group
+commit on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.memory import InMemoryStore, ManualTimer, RecordingMailSender, RecordingSmsSender
+from adapters.postgres import PostgresStore
 from adapters.sqlite import SqliteStore
 from pager_actors import EscalationPolicy, Health, Level, Pager, ServiceStatus, SmsTarget
 from tests.conftest import BACKUP_SMS, ONCALL_SMS, two_level_policy
@@ -168,11 +170,20 @@ def test_in_memory_store_recovers_within_one_process(policies):
     second.stop()
 
 
-def test_group_commit_writes_many_services_per_transaction(policies, db_path):
-    """Concurrent alerts over 200 services all commit, in fewer transactions than commands."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_store(request, db_path):
+    """A new SQLite file or PostgreSQL database (the test closes it)."""
+    if request.param == "postgres":
+        return PostgresStore(request.getfixturevalue("pg_dsn"))
+    return SqliteStore(db_path)
+
+
+def test_group_commit_writes_many_services_per_transaction(policies, durable_store):
+    """Concurrent alerts over 200 services all commit and page, each page delivered once,
+    on each durable store."""
     for i in range(200):
         policies.put(two_level_policy(f"svc-{i}"))
-    store = SqliteStore(db_path)
+    store = durable_store
     pager, mail, sms, _ = start(policies, store)
     futures = [pager.alert(f"svc-{i}", "down") for i in range(200)]
     assert all(f.get(timeout=10).event == "incident_opened" for f in futures)

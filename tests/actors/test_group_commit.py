@@ -9,12 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.memory import ManualTimer, RecordingMailSender, RecordingSmsSender
+from adapters.memory import (
+    InMemoryPolicyRepository,
+    ManualTimer,
+    RecordingMailSender,
+    RecordingSmsSender,
+)
 from adapters.sqlite import SqliteStore
 from adapters.timer import ThreadedTimer
 from pager_actors import Pager
 from pager_actors._commit import Barrier, Commit, GroupCommitter, StoreHealth, StoreWriter
 from pager_actors._future import CommandFuture
+from pager_actors._registry import Supervision
 from pager_actors._work import WorkTracker
 from pager_actors.domain import MonitoredService, RaiseAlert, decide
 from pager_actors.ports import (
@@ -273,4 +279,90 @@ def test_a_refusal_that_keeps_coming_back_backs_off_instead_of_spinning(policies
     finally:
         pager.stop()
         timer.close()
+        store.close()
+
+
+class CrashingPolicies(InMemoryPolicyRepository):
+    """Policies whose next lookup from a service actor raises: that actor crashes."""
+
+    crash_next = False
+
+    def get(self, service_id):
+        if self.crash_next and threading.current_thread().name.startswith("ServiceActor"):
+            self.crash_next = False
+            raise RuntimeError("injected crash")
+        return super().get(service_id)
+
+
+def refuse_twice(pager: Pager, store: RefusingStore) -> None:
+    """Two refusals in a row: the next reload of `checkout` waits 4 x backoff_base."""
+    for _ in range(2):
+        store.refusing = True
+        with pytest.raises(StoreError):
+            pager.alert("checkout", "down").get(timeout=5)
+        store.refusing = False
+        accepted(lambda: pager.healthy("checkout").get(timeout=5))
+
+
+def test_a_crash_restart_waits_for_the_reload_of_a_refused_service(tmp_path):
+    """An actor that crashed while its commit was being refused restarts only from the
+    reloaded state, never from the refused one: the service takes alerts again after."""
+    policies = CrashingPolicies([two_level_policy("checkout")])
+    store, sms = RefusingStore(tmp_path / "pager.db"), RecordingSmsSender()
+    pager = Pager.start(policies=policies, mail=RecordingMailSender(), sms=sms,
+                        timer=ManualTimer(), store=store,
+                        supervision=Supervision(backoff_base=0.5, jitter=lambda: 1.0))
+    try:
+        refuse_twice(pager, store)
+        gate, held = threading.Event(), threading.Event()
+
+        def hold(_):
+            held.set()
+            gate.wait(10)
+
+        pager._committer.barrier(Barrier("gate", hold))
+        assert held.wait(5)
+        store.refusing = True
+        opened = pager.stats().get("opened", 0)
+        refused = pager.alert("checkout", "down")  # decided, its commit waits at the gate
+        deadline = time.monotonic() + 5
+        while pager.stats().get("opened", 0) == opened:
+            assert time.monotonic() < deadline, "the alert was never decided"
+            time.sleep(0.01)
+        policies.crash_next = True
+        pager.alert("checkout", "other", key="k2")  # crashes the actor: restart in 0.5 s
+        deadline = time.monotonic() + 5
+        while pager.stats().get("service_restarts", 0) == 0:
+            assert time.monotonic() < deadline, "the actor never crashed"
+            time.sleep(0.01)
+        gate.set()  # the refusal comes while no actor runs: its reload waits 2 s
+        with pytest.raises(StoreError):
+            refused.get(timeout=5)
+        store.refusing = False
+        outcome = accepted(lambda: pager.alert("checkout", "again", key="k3").get(timeout=5))
+        assert outcome.event in ("incident_opened", "alert_added")
+    finally:
+        pager.stop()
+        store.close()
+
+
+def test_reads_wait_for_the_reload_instead_of_showing_a_refused_state(tmp_path):
+    """While a refused service waits for its reload, its state is not read from the change
+    the store refused: the read waits, then shows what the store holds."""
+    store = RefusingStore(tmp_path / "pager.db")
+    pager = Pager.start(policies=InMemoryPolicyRepository([two_level_policy("checkout")]),
+                        mail=RecordingMailSender(), sms=RecordingSmsSender(),
+                        timer=ManualTimer(), store=store,
+                        supervision=Supervision(backoff_base=0.5, jitter=lambda: 1.0))
+    try:
+        refuse_twice(pager, store)
+        store.refusing = True
+        with pytest.raises(StoreError):
+            pager.alert("checkout", "down").get(timeout=5)
+        store.refusing = False
+        shown = accepted(lambda: pager.state("checkout", timeout=10))
+        assert shown.incident is None
+        assert store.load("checkout") is None  # no alert was ever stored
+    finally:
+        pager.stop()
         store.close()

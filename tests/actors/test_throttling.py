@@ -1,5 +1,6 @@
 """Throttling and bundling per contact, through the actors: recording senders, a manual
-throttle clock (wake-ups run when the test advances it), the in-memory and SQLite stores."""
+throttle clock (wake-ups run when the test advances it), the in-memory, SQLite and PostgreSQL
+stores."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from adapters.memory import (
     RecordingMailSender,
     RecordingSmsSender,
 )
+from adapters.postgres import PostgresStore
 from adapters.sqlite import SqliteStore
 from pager_actors import (
     EmailTarget,
@@ -65,7 +67,7 @@ class World:
 
     def rows(self) -> dict[str, tuple[str, str | None]]:
         """Each outbox row's (status, carried_by), by service (SMS rows only)."""
-        if isinstance(self.store, SqliteStore):
+        if hasattr(self.store, "outbox"):  # the SQL stores' rows
             return {r["service_id"]: (r["status"], r["carried_by"]) for r in self.store.outbox()
                     if r["target"] == PHONE.uri and "/status/" not in r["delivery_id"]}
         pending = {n.key for n in self.store.undelivered()}
@@ -85,8 +87,10 @@ class World:
         self.store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
+    if request.param == "postgres":
+        return PostgresStore(request.getfixturevalue("pg_dsn"))
     return InMemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "p.db")
 
 

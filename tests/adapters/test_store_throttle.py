@@ -1,14 +1,10 @@
-"""The store's part in throttling, on InMemoryStore and a real SQLite file: withdrawn rows,
+"""The store's part in throttling, on every store (memory, SQLite, PostgreSQL): withdrawn rows,
 rows carried by a bundle, and the recent sends a throttle is rebuilt from."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from adapters.memory import InMemoryStore
-from adapters.sqlite import SqliteStore
 from pager_actors.domain import (
     EscalationPolicy,
     Level,
@@ -20,13 +16,6 @@ from pager_actors.domain import (
 from pager_actors.ports import DeliveryResult, Transition
 
 PHONE = SmsTarget("+33600000001")
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    store = InMemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "pager.db")
-    yield store
-    store.close()
 
 
 def page(store, service_id: str) -> str:
@@ -41,7 +30,7 @@ def page(store, service_id: str) -> str:
 
 def status_of(store, key: str) -> tuple[str, str | None]:
     """(status, carried_by) of one outbox row."""
-    if isinstance(store, SqliteStore):
+    if hasattr(store, "outbox"):  # the SQL stores' rows
         [row] = [r for r in store.outbox() if r["delivery_id"] == key]
         return row["status"], row["carried_by"]
     status = "withdrawn" if key in store.withdrawn else "failed" if key in store.failed \

@@ -1,6 +1,6 @@
-"""The store port's incident history, on every store: timelines, delivery outcomes, incident
-summaries, pruning, every kind of timer, overrides (one surviving a restart); and the SQLite
-migration from schema v1."""
+"""The store port's incident history, on every store (memory, SQLite, PostgreSQL): timelines,
+delivery outcomes, incident summaries, pruning, every kind of timer, overrides (one surviving
+a restart of each durable store); and the SQLite migration from schema v1."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.memory import InMemoryStore
 from adapters.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteStore
 from pager_actors.domain import (
     Acknowledge,
@@ -38,12 +37,10 @@ from tests.conftest import two_level_policy
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    store = (InMemoryStore(clock=lambda: NOW) if request.param == "memory"
-             else SqliteStore(tmp_path / "pager.db"))
-    yield store
-    store.close()
+@pytest.fixture
+def memory_clock():
+    """InMemoryStore stamps deliveries at NOW, as the commands here are decided."""
+    return lambda: NOW
 
 
 def policy(service_id: str = "checkout"):
@@ -219,25 +216,21 @@ def test_overrides_are_stored_numbered_and_pruned(store):
     assert "primary" not in store.overrides() or store.overrides()["primary"] == []
 
 
-def test_an_override_survives_a_restart(tmp_path):
-    """An override made through the directory on SQLite is in force again once the file is
-    reopened: the rotation resolves to its user."""
+def test_an_override_survives_a_restart(reopen):
+    """An override made through the directory on a durable store is in force again once the
+    store is reopened: the rotation resolves to its user."""
     people = [User("alice", "Alice", contacts=(SmsTarget("+33600000001"),)),
               User("bob", "Bob", contacts=(SmsTarget("+33600000002"),))]
     daily = Rotation("primary", "UTC", timedelta(days=1), datetime(2026, 11, 30, 9),
                      ("alice", "bob"))
     at = NOW + timedelta(hours=3)
-    first = SqliteStore(tmp_path / "pager.db")
+    first = reopen()
     before = OnCall(people, [daily], first)
     assert before.on_call("primary", at).user == "alice"
     made = before.add_override("primary", "bob", NOW, NOW + timedelta(hours=6), NOW)
     first.close()
-    second = SqliteStore(tmp_path / "pager.db")
-    try:
-        after = OnCall(people, [daily], second)
-        assert after.overrides("primary") == [made]
-        shift = after.on_call("primary", at)
-        assert (shift.user, shift.override) == ("bob", made.id)
-        assert [r.user for r in after.resolve(RotationTarget("primary"), at)] == ["bob"]
-    finally:
-        second.close()
+    after = OnCall(people, [daily], reopen())
+    assert after.overrides("primary") == [made]
+    shift = after.on_call("primary", at)
+    assert (shift.user, shift.override) == ("bob", made.id)
+    assert [r.user for r in after.resolve(RotationTarget("primary"), at)] == ["bob"]

@@ -1,4 +1,5 @@
-"""The StateStore contract, against InMemoryStore and a real SQLite file; SQLite specifics."""
+"""The StateStore contract, on every store (tests/adapters/conftest.py: memory, a real SQLite
+file, a real PostgreSQL database); SQLite specifics."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.memory import InMemoryStore
 from adapters.sqlite import SCHEMA_VERSION, SqliteStore
+from pager_actors.cluster import shard_of
 from pager_actors.domain import (
     Acknowledge,
     Command,
@@ -29,13 +30,6 @@ from pager_actors.ports import (
 from tests.conftest import two_level_policy
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    store = InMemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "pager.db")
-    yield store
-    store.close()
 
 
 def step(state: MonitoredService, command: Command, **options) -> Transition:
@@ -103,6 +97,40 @@ def test_armed_timers_are_open_unacknowledged_incidents_only(store):
     assert armed.deadline == NOW + timedelta(minutes=15)
 
 
+def services_in_two_shards() -> tuple[list[str], list[str]]:
+    """Six service ids: three in one shard, three in others."""
+    ids = [f"svc{n}" for n in range(200)]
+    home = shard_of(ids[0])
+    same = [sid for sid in ids if shard_of(sid) == home][:3]
+    return same, [sid for sid in ids if shard_of(sid) != home][:3]
+
+
+def test_recovery_reads_can_be_limited_to_some_shards(store):
+    """armed_timers, undelivered and reply_codes take `shards`: only those shards' services
+    come back; None (the default) is every shard."""
+    mine, others = services_in_two_shards()
+    store.commit([step(MonitoredService(sid), RaiseAlert("down"),
+                       fmt=PageFormat(reply_codes=True), next_code=f"{n:04}")
+                  for n, sid in enumerate(mine + others)])
+    wanted = {shard_of(mine[0])}
+    assert {t.service_id for t in store.armed_timers(shards=wanted)} == set(mine)
+    assert {n.service_id for n in store.undelivered(shards=wanted)} == set(mine)
+    assert {sid for _, sid, _, _ in store.reply_codes(shards=wanted)} == set(mine)
+    assert {t.service_id for t in store.armed_timers()} == set(mine + others)
+    assert len(store.undelivered(shards=None)) == 2 * len(mine + others)
+    assert store.reply_codes(shards=()) == []
+
+
+def test_text_with_nul_characters_commits_and_the_state_loads_back_equal(store):
+    """An alert message may hold NUL (JSON allows it, PostgreSQL text does not): the state
+    keeps it exactly, and its pages are sendable."""
+    opened = step(MonitoredService("checkout"), RaiseAlert("disk\x00full", key="nul"))
+    store.commit([opened])
+    assert store.load("checkout") == opened.state
+    assert store.load("checkout").alerts[0].message == "disk\x00full"
+    assert all("\x00" not in n.text for n in store.undelivered())
+
+
 def test_sqlite_creates_schema_on_an_empty_file(tmp_path):
     """Opening a new file migrates it to the current schema, in WAL mode."""
     path = tmp_path / "new.db"
@@ -115,16 +143,15 @@ def test_sqlite_creates_schema_on_an_empty_file(tmp_path):
     db.close()
 
 
-def test_sqlite_state_survives_reopening(tmp_path):
-    """A second store on the same file sees everything committed by the first."""
-    first = SqliteStore(tmp_path / "p.db")
+def test_state_survives_reopening(reopen):
+    """A second store on the same file or database sees everything committed by the first."""
+    first = reopen()
     opened = step(MonitoredService("checkout"), RaiseAlert("a"))
     first.commit([opened])
     first.close()
-    second = SqliteStore(tmp_path / "p.db")
+    second = reopen()
     assert second.load("checkout") == opened.state
     assert len(second.undelivered()) == 2
-    second.close()
 
 
 # Corrupt, foreign and newer files: tests/adapters/test_sqlite_files.py, byte for byte.

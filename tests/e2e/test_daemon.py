@@ -8,9 +8,11 @@ import sqlite3
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 
 from tests.e2e.daemon import Daemon, config_text, new_port, wait_for
+from tests.pg import PASSWORD
 from tests.servers import SmsGateway, SmtpServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,14 +43,46 @@ def gateways():
         yield smtp, sms
 
 
-def daemon_for(tmp_path, gateways, services, ack_timeout="1s") -> Daemon:
+class State:
+    """Where a daemon keeps its state: an SQLite file, or a PostgreSQL database whose URL
+    (password included) comes from PAGER_STATE while the file names it without one."""
+
+    def __init__(self, kind: str, tmp_path, dsn: str | None = None) -> None:
+        self.kind, self.dsn = kind, dsn
+        self.path = tmp_path / "pager.db"
+        self.in_config = self.path if dsn is None else dsn.replace(f":{PASSWORD}@", "@")
+        self.env = {} if dsn is None else {"PAGER_STATE": dsn}
+
+    def pending(self) -> list[bool]:
+        """Whether each outbox row is still pending."""
+        query = "SELECT status = 'pending' FROM outbox"
+        if self.dsn is None:
+            db = sqlite3.connect(self.path)
+            try:
+                return [bool(flag) for (flag,) in db.execute(query)]
+            finally:
+                db.close()
+        with psycopg.connect(self.dsn) as db:
+            return [bool(flag) for (flag,) in db.execute(query)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(request, tmp_path) -> State:
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
+    return State(request.param, tmp_path, dsn)
+
+
+def daemon_for(tmp_path, gateways, services, ack_timeout="1s", state: State | None = None
+               ) -> Daemon:
     smtp, sms = gateways
+    state = state or State("sqlite", tmp_path)
     config = tmp_path / "pager.toml"
-    config.write_text(config_text(port=new_port(), state=tmp_path / "pager.db",
+    config.write_text(config_text(port=new_port(), state=state.in_config,
                                   smtp_port=smtp.port, sms_url=sms.base_url,
                                   ack_timeout=ack_timeout, services=services))
     # The SMS token comes from the environment, as in production.
-    return Daemon(config, tmp_path / "daemon.log", env={"PAGER_SMS_AUTH_TOKEN": "tok"})
+    return Daemon(config, tmp_path / "daemon.log",
+                  env={"PAGER_SMS_AUTH_TOKEN": "tok", **state.env})
 
 
 def metric(daemon: Daemon, line_start: str) -> float:
@@ -90,19 +124,19 @@ def test_alert_escalates_over_real_gateways_then_is_acknowledged(tmp_path, gatew
     assert "o***@example.com" in log and "+336****0002" in log
 
 
-def test_sigkill_mid_escalation_then_restart_continues(tmp_path, gateways):
-    """Killed after level 1, restarted on the same file: levels 2 and 3 follow, none twice."""
+def test_sigkill_mid_escalation_then_restart_continues(tmp_path, gateways, state):
+    """Killed after level 1, restarted on the same SQLite file or PostgreSQL database:
+    levels 2 and 3 follow, none twice; the database's password is never logged."""
     _, sms = gateways
-    daemon = daemon_for(tmp_path, gateways, THREE_LEVELS, ack_timeout="2s").start()
+    daemon = daemon_for(tmp_path, gateways, THREE_LEVELS, ack_timeout="2s",
+                        state=state).start()
     try:
         assert daemon.api("POST", "/api/v1/alerts",
                           json={"service_id": "checkout", "message": "down"}).status_code == 202
         wait_for(lambda: sms.messages, 10, "level 1")
         daemon.kill()
         assert len(sms.messages) == 1, "killed before the 2 s timeout fired"
-        db = sqlite3.connect(tmp_path / "pager.db")
-        [(in_flight,)] = db.execute("SELECT status = 'pending' FROM outbox")
-        db.close()
+        [in_flight] = state.pending()
         daemon.start()
         status = daemon.api("GET", "/api/v1/services/checkout").json()
         assert status["health"] == "unhealthy" and status["level"] == 1
@@ -116,6 +150,9 @@ def test_sigkill_mid_escalation_then_restart_continues(tmp_path, gateways):
     # Level 1 goes out again only if it was in flight (sent, not yet marked) at the kill.
     assert levels() == {"1": 2 if in_flight else 1, "2": 1, "3": 1}
     assert [m.to for m in sms.messages][-2:] == ["+33600000002", "+33600000003"]
+    assert PASSWORD not in (tmp_path / "daemon.log").read_text()
+    # SQLite's single owner is a lock file; a PostgreSQL state takes none.
+    assert bool(list(tmp_path.glob("*.lock"))) == (state.kind == "sqlite")
 
 
 def test_gateway_hiccups_are_retried(tmp_path, gateways):

@@ -51,10 +51,10 @@ def write_config(tmp_path, gateways, port: int):
     return config
 
 
-def start_refused(config) -> subprocess.CompletedProcess[str]:
+def start_refused(config, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pager_actors", "run", "--config", str(config)],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=5,
-                          env={"PAGER_SMS_AUTH_TOKEN": "tok", "PATH": "/usr/bin:/bin"})
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=15,
+                          env={"PAGER_SMS_AUTH_TOKEN": "tok", "PATH": "/usr/bin:/bin", **env})
 
 
 def digest(path) -> str:
@@ -176,3 +176,21 @@ def test_the_listening_socket_answers_without_nagle_delays():
         accepted, _ = listener.accept()
         with accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_a_postgresql_state_that_cannot_be_had_exits_2_without_the_password(
+        tmp_path, gateways, postgres):
+    """A refused login or an unreachable server: exit 2, one line naming the server and the
+    reason, never the password; no lock file is made beside the config."""
+    config = write_config(tmp_path, gateways, new_port())
+    secret = "wrong-password-for-the-test"
+    for url, reason in ((postgres.dsn("postgres", password=secret),
+                         "password authentication failed"),
+                        (f"postgresql://pager:{secret}@127.0.0.1:{new_port()}/pager",
+                         "cannot connect")):
+        refused = start_refused(config, PAGER_STATE=url)
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert "PostgreSQL at 127.0.0.1:" in line and reason in line
+        assert secret not in refused.stderr + refused.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pager.toml"]

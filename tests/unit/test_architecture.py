@@ -55,16 +55,26 @@ def test_domain_imports_only_stdlib_and_itself():
                 f"{path.relative_to(ROOT)} imports {name}")
 
 
+def test_the_cluster_package_imports_only_stdlib_and_the_domain():
+    """pager_actors/cluster is pure: the standard library, the domain and itself."""
+    assert modules("pager_actors/cluster")
+    for path in modules("pager_actors/cluster"):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or name.startswith(
+                ("pager_actors.domain", "pager_actors.cluster")), (
+                f"{path.relative_to(ROOT)} imports {name}")
+
+
 def test_adapters_never_import_the_actor_runtime():
-    """Adapters see only the domain, the ports, the scheduler, the loggers and the shard map,
-    never actors."""
+    """Adapters see only the domain, the on-call arithmetic, the shard map, the ports, the
+    scheduler and the loggers, never actors."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
-                       or name == "pager_actors.cluster"  # the pure shard map only
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
                                            "pager_actors.scheduler", "pager_actors.logs",
-                                           "pager_actors.oncall")))
+                                           "pager_actors.oncall", "pager_actors.cluster")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
 
 

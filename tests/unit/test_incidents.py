@@ -329,6 +329,21 @@ def test_ending_a_window_early_pages_what_still_fires_and_not_what_resolved():
     assert pages(service(EndMaintenance(2))) != []
 
 
+def test_a_key_held_by_maintenance_resolves_where_it_was_filed():
+    """A suppressed key that resolves, or is cleared by a healthy, inside the window says so
+    under the incident that opens next, so that incident's timeline does not show it firing."""
+    service = Service()
+    service(StartMaintenance(end=T0 + timedelta(hours=2)))
+    service(RaiseAlert("gone", key="a"))
+    resolved = service(ResolveAlert("a"))
+    service(RaiseAlert("also gone", key="b"))
+    healed = service(ReportHealthy(by="api"))
+    logged = [(r.entry.event, r.entry.incident, r.entry.key) for d in (resolved, healed)
+              for r in d.effects if isinstance(r, Record)]
+    assert logged == [("alert_resolved", 1, "a"), ("alert_resolved", 1, "b")]
+    assert service.state.alerts == () and service.state.incident is None
+
+
 def test_an_incident_open_before_the_window_keeps_escalating():
     """Maintenance stops new incidents, not the one already open."""
     service = Service()
