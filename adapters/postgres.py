@@ -81,7 +81,7 @@ from pager_actors.ports import (
 
 log = get_logger("pager_actors.adapters.postgres")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEEP_DELIVERED = timedelta(days=7)
 PROBE_BYTES = 8192
 # The advisory lock every pager process takes to migrate: one key they all agree on.
@@ -91,7 +91,7 @@ STATEMENT_TIMEOUT = "30s"  # no call waits on PostgreSQL forever (a lock, a stuc
 # (a connection cut before its COMMIT), and the server ends it, freeing its row locks.
 IDLE_IN_TRANSACTION_TIMEOUT = "15s"
 
-_TABLES = {"meta", "services", "outbox", "timeline", "overrides"}
+_TABLES = {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes", "commands"}
 
 _SCHEMA_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -156,7 +156,37 @@ _SCHEMA_V1 = (
     "CREATE INDEX overrides_rotation ON overrides (rotation, end_at)",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
+# v2, the cluster (issue 11): one lease row per shard, whose epoch grows at each change of
+# holder (the fencing token every commit checks); the nodes that renew them; and the
+# commands one node forwards to the holder of their service's shard.
+_SCHEMA_V2 = (
+    """CREATE TABLE leases (
+        shard       SMALLINT PRIMARY KEY,
+        node        TEXT,
+        epoch       BIGINT NOT NULL DEFAULT 0,
+        expires_at  TIMESTAMPTZ,
+        acquired_at TIMESTAMPTZ)""",
+    f"INSERT INTO leases (shard) SELECT generate_series(0, {SHARDS - 1})",
+    """CREATE TABLE nodes (
+        node        TEXT PRIMARY KEY,
+        started_at  TIMESTAMPTZ NOT NULL,
+        last_seen   TIMESTAMPTZ NOT NULL,
+        config_hash TEXT NOT NULL,
+        leaving     BOOLEAN NOT NULL DEFAULT FALSE)""",
+    """CREATE TABLE commands (
+        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        shard       SMALLINT NOT NULL,
+        service_id  TEXT NOT NULL,
+        command     TEXT NOT NULL,
+        origin      TEXT NOT NULL,
+        created_at  TIMESTAMPTZ NOT NULL,
+        taken_by    TEXT,
+        answer      TEXT,
+        answered_at TIMESTAMPTZ)""",
+    "CREATE INDEX commands_waiting ON commands (shard, id) WHERE taken_by IS NULL",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 # A transition's own fault (a value PostgreSQL cannot hold, a broken constraint, text UTF-8
 # cannot encode): that transition is refused and the rest of its batch can commit.

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 import tests.pg
-from adapters.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresStore
+from adapters.postgres import _SCHEMA_V1, MIGRATION_LOCK, SCHEMA_VERSION, PostgresStore
 from pager_actors.cluster import SHARDS, shard_of
 from pager_actors.domain import MonitoredService, RaiseAlert, Record, TimelineEntry, decide
 from pager_actors.ports import (
@@ -56,11 +56,32 @@ def test_a_new_database_gets_the_versioned_schema(store, pg_dsn):
     assert store.schema_version() == SCHEMA_VERSION
     tables = {name for (name,) in rows(pg_dsn, "SELECT tablename FROM pg_tables "
                                                "WHERE schemaname = current_schema()")}
-    assert tables == {"meta", "services", "outbox", "timeline", "overrides"}
+    assert tables == {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes",
+                      "commands"}
     meta = dict(rows(pg_dsn, "SELECT key, value FROM meta WHERE key <> 'probe'"))
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["shards"] == str(SHARDS)
     assert [key for key in meta if key.startswith("migrated_to_")] == [
         f"migrated_to_{n}" for n in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_a_version_1_database_is_migrated_with_its_rows_kept(pg_dsn):
+    """A store from before the cluster (schema v1) gains the lease, node and command tables,
+    one unheld lease per shard at epoch 0, and keeps its services."""
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        for statement in _SCHEMA_V1:
+            db.execute(statement)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('shards', %s), "
+                   "('migrated_to_1', 'then')", (str(SHARDS),))
+        db.execute("INSERT INTO services VALUES ('checkout', %s, 3, %s, NULL, NULL, FALSE, "
+                   "now())", (shard_of("checkout"), '{"opened":0,"incident":null,"alerts":[]}'))
+    store = PostgresStore(pg_dsn)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.load("checkout") == MonitoredService("checkout", None, 0, 3)
+    finally:
+        store.close()
+    assert rows(pg_dsn, "SELECT count(*), min(shard), max(shard), max(epoch), count(node) "
+                        "FROM leases") == [(SHARDS, 0, SHARDS - 1, 0, 0)]
 
 
 def test_every_service_and_outbox_row_carries_its_shard_indexed(store, pg_dsn):
