@@ -13,9 +13,11 @@ only ever shown masked (`mask_url`).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
+import socket
 import ssl
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -171,6 +173,25 @@ class AlertmanagerConfig:
     service_label: str = "service"
 
 
+MIN_LEASE_TTL = timedelta(seconds=3)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: used when `[pager] state` is PostgreSQL, where every daemon is a node.
+
+    `node` names this daemon among the others (default: the host name and the
+    port, e.g. `pager-1:8080`); `lease_ttl` is how long a shard lease lasts
+    without renewal: a dead node's services move after at most this long.
+    """
+
+    node: str | None = None
+    lease_ttl: timedelta = timedelta(seconds=10)
+
+    def node_id(self, port: int) -> str:
+        return self.node or f"{socket.gethostname()}:{port}"
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -179,6 +200,7 @@ class Config:
     mail: MailConfig = field(default_factory=MailConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     services: tuple[EscalationPolicy, ...] = ()
     users: tuple[User, ...] = ()
     rotations: tuple[Rotation, ...] = ()
@@ -432,6 +454,14 @@ def _fallback(value: Any) -> tuple[Contact, ...]:
     return tuple(parse_contact(uri if isinstance(uri, str) else repr(uri)) for uri in value)
 
 
+def _lease_ttl(value: Any) -> timedelta:
+    ttl = _positive_duration(value)
+    if ttl < MIN_LEASE_TTL:
+        raise ValueError(f"must be at least 3s (a node renews its leases every third of it), "
+                         f"got {value!r}")
+    return ttl
+
+
 _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "server": {"listen": _listen, "token": _token, "max_body_bytes": _positive_int,
                "request_timeout": _positive_duration, "public_url": _http_url,
@@ -451,6 +481,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
             "timeout": _positive_duration, "max_message_chars": _between(20, 1000),
             "max_concurrency": _between(1, MAX_CONCURRENCY)},
     "alertmanager": {"service_label": _nonempty},
+    "cluster": {"node": _nonempty, "lease_ttl": _lease_ttl},
 }
 
 _SECTIONS["server"]["trusted_proxies"] = _networks
@@ -480,6 +511,19 @@ _add_throttle_keys(_SECTIONS)
 _FROM_ENVIRONMENT = (("server", "token"), ("server", "secret"), ("server", "previous_secret"),
                      ("mail", "username"), ("mail", "password"), ("sms", "account_sid"),
                      ("sms", "auth_token"), ("sms", "from"))
+
+
+def config_hash(config: Config) -> str:
+    """What the nodes of a cluster must agree on, hashed: the services and their policies,
+    the people and rotations, and the settings that decide who is paged, when and how
+    often. Not the node's own: its name, address, state URL, gateways or secrets."""
+    pager = replace(config.pager, state=Path())
+    mail, sms = config.mail, config.sms
+    agreed = (config.services, config.users, config.rotations, pager, config.alertmanager,
+              mail.max_per_contact, mail.throttle_window, sms.max_per_contact,
+              sms.throttle_window, sms.max_message_chars, config.server.public_url,
+              config.cluster.lease_ttl)
+    return hashlib.sha256(repr(agreed).encode("utf-8")).hexdigest()[:16]
 
 
 def listen_address(path: str | Path) -> tuple[str, int]:
@@ -540,6 +584,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         config = replace(config, warnings=(*config.warnings, (
             f"{path}: warning: [pager] state holds a password ({state}): set PAGER_STATE "
             "instead, so that it stays out of the file")))
+    if "cluster" in doc and not isinstance(state, PostgresState):
+        config = replace(config, warnings=(*config.warnings, (
+            f"{path}: warning: [cluster] is ignored: a cluster shares a PostgreSQL state "
+            "([pager] state = \"postgresql://…\" or PAGER_STATE), and this one is a file")))
     if not config.pager.fallback:
         config = replace(config, warnings=(*config.warnings, (
             f"{path}: warning: no [pager] fallback: a level that reaches nobody (no one on "
@@ -763,8 +811,8 @@ def _assemble(path: Path, raw: dict[str, dict[str, Any]], services: tuple[Escala
         return None
     return Config(source=path, server=ServerConfig(host=host, port=port, **server),
                   pager=PagerConfig(**pager), mail=MailConfig(**mail), sms=SmsConfig(**sms),
-                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]), services=services,
-                  warnings=warnings)
+                  alertmanager=AlertmanagerConfig(**raw["alertmanager"]),
+                  cluster=ClusterConfig(**raw["cluster"]), services=services, warnings=warnings)
 
 
 def _check_public(server: dict[str, Any], check: _Checker) -> tuple[str, ...]:

@@ -11,13 +11,16 @@
     GET    /api/v1/services/{id}/incidents/{n} one incident with its timeline
     GET    /api/v1/services                    every configured service
     POST /api/v1/alertmanager                  Alertmanager webhook (payload version 4)
+    GET    /api/v1/cluster                     the nodes and their shards (PostgreSQL state)
     GET  /healthz                              liveness
     GET  /readyz                               readiness: 503 while the store refuses commits
+                                               (or, in a cluster, the leases cannot be renewed)
     GET  /metrics                              Prometheus metrics
 
 Errors are JSON `{"error": "..."}`: 400 malformed, 401 missing or wrong token,
 404 unknown service, 413 body too large, 503 quarantined/stopping/store error,
-504 commit not confirmed in time; 500 anything unexpected. A refused request
+504 commit not confirmed in time (in a cluster: or the owner did not answer a
+forwarded command in time); 500 anything unexpected. A refused request
 changes nothing. The server itself (daemon/server.py) answers 400 for a
 malformed request, 408 for one not received in time and 503 past its
 concurrency limit, also in JSON.
@@ -43,6 +46,7 @@ from pager_actors._future import CommandFuture, settled
 from pager_actors._pager import Pager
 from pager_actors._service import Outcome
 from pager_actors.daemon import payloads, views
+from pager_actors.daemon.cluster import Node
 from pager_actors.daemon.config import SCOPES, Config
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.payloads import (
@@ -78,12 +82,14 @@ _log = logging.getLogger("pager_actors.http")
 def create_app(pager: Pager, config: Config, metrics: Metrics, *,
                services: Callable[[], list[str]] | None = None,
                extra_routes: Sequence[BaseRoute] = (),
-               console: ASGIApp | None = None, oncall: OnCall | None = None) -> Starlette:
+               console: ASGIApp | None = None, oncall: OnCall | None = None,
+               node: Node | None = None) -> Starlette:
     """The app. `services` lists the service ids in force (they change on a reload);
     `extra_routes` (links, SMS replies) come before the API's catch-all; `console`, the
-    web console, gets every path outside the API, the probes and those routes."""
+    web console, gets every path outside the API, the probes and those routes; `node`,
+    this daemon's place in a cluster."""
     listed = [policy.service_id for policy in config.services]
-    api = _Api(pager, config, metrics, services or (lambda: listed))
+    api = _Api(pager, config, metrics, services or (lambda: listed), node)
     tokens = Tokens.of(config)
 
     def guard(handler: Callable[[Request], Awaitable[Response]], scope: Scope,
@@ -109,6 +115,8 @@ def create_app(pager: Pager, config: Config, metrics: Metrics, *,
               methods=["POST"]),
         *(_rotation_routes(RotationsApi(oncall, config.server.max_body_bytes), guard)
           if oncall is not None else []),
+        Route("/api/v1/cluster", guard(node.endpoint if node is not None else _no_cluster,
+                                       "read"), methods=["GET"]),
         *extra_routes,
         # Any other /api/ path: the token is still checked first, then 404.
         Route("/api/{rest:path}", guard(_api_not_found, None),
@@ -139,8 +147,9 @@ class _Api:
     the answer (`views`)."""
 
     def __init__(self, pager: Pager, config: Config, metrics: Metrics,
-                 service_ids: Callable[[], list[str]]) -> None:
+                 service_ids: Callable[[], list[str]], node: Node | None) -> None:
         self.pager, self.metrics, self.service_ids = pager, metrics, service_ids
+        self.node = node
         self.label = config.alertmanager.service_label
         self.limit = config.server.max_body_bytes
 
@@ -237,6 +246,8 @@ class _Api:
     async def readyz(self, request: Request) -> Response:
         pager = self.pager
         problem = "the pager is stopping" if pager.stopping else pager.store_problem()
+        if problem is None and self.node is not None:
+            problem = self.node.problem()
         if problem is not None:
             return JSONResponse({"status": "unready", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -358,6 +369,11 @@ def _accepted(outcome: Outcome, status_code: int = 202) -> JSONResponse:
     return JSONResponse({"service_id": outcome.service_id, "event": outcome.event,
                          "reason": outcome.reason, "status": views.service(outcome.state)},
                         status_code=status_code)
+
+
+async def _no_cluster(request: Request) -> Response:
+    raise HttpError(404, "this daemon is not in a cluster: its [pager] state is a file; a "
+                         "cluster shares a postgresql:// state")
 
 
 async def _api_not_found(request: Request) -> Response:

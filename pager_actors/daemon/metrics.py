@@ -3,7 +3,7 @@ hot path pays nothing for them; only the HTTP layer's own counter is updated per
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -14,12 +14,17 @@ from pager_actors._pager import Pager
 
 
 class Metrics:
-    def __init__(self, pager: Pager, timer_lag: Callable[[], tuple[float, float]]) -> None:
+    """`cluster`: this node's lease and forwarding figures, when it is in a cluster."""
+
+    def __init__(self, pager: Pager, timer_lag: Callable[[], tuple[float, float]],
+                 cluster: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.alerts_received = Counter(
             "pager_alerts_received", "Alerts received, by source (api, alertmanager).",
             ["source"], registry=self.registry)
         self.registry.register(_EngineCollector(pager, timer_lag))
+        if cluster is not None:
+            self.registry.register(_ClusterCollector(cluster))
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -79,3 +84,41 @@ class _EngineCollector(Collector):
         for actor, size in self._pager.mailbox_depths().items():
             depth.add_metric([actor], size)
         yield depth
+
+
+class _ClusterCollector(Collector):
+    """The node's figures (`LeaseKeeper.figures()`, `PgForwarder.figures()`)."""
+
+    GAUGES = (
+        ("pager_cluster_shards_held", "shards_held", "Shards whose lease this node holds."),
+        ("pager_cluster_config_mismatch", "nodes_config_mismatch",
+         "Live nodes whose config hash differs from this node's (reload every node)."),
+    )
+    COUNTERS = (
+        ("pager_cluster_lease_renewals", "lease_renewals", "Lease renewals that succeeded."),
+        ("pager_cluster_lease_renewal_failures", "lease_renewal_failures",
+         "Lease renewals that failed (PostgreSQL unreachable)."),
+        ("pager_cluster_failovers", "failovers",
+         "Shards taken over from a node whose lease lapsed."),
+        ("pager_cluster_shards_lost", "shards_lost", "Shards whose lease this node lost."),
+        ("pager_cluster_shards_handed_over", "shards_handed_over",
+         "Shards this node handed over gracefully (a node joined, or this one stopped)."),
+        ("pager_cluster_forwarded_commands", "commands_forwarded",
+         "Commands this node forwarded to the owner of their service."),
+        ("pager_cluster_forward_timeouts", "forward_timeouts",
+         "Forwarded commands the owner did not answer in time (504)."),
+        ("pager_cluster_forwarded_served", "forwarded_served",
+         "Commands other nodes forwarded that ran here."),
+    )
+
+    def __init__(self, figures: Callable[[], Mapping[str, int]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        figures = self._figures()
+        for name, key, text in self.GAUGES:
+            yield GaugeMetricFamily(name, text, value=figures.get(key, 0))
+        for name, key, text in self.COUNTERS:
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], figures.get(key, 0))
+            yield counter

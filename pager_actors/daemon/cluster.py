@@ -1,0 +1,128 @@
+"""The daemon as a node of a cluster: leases, forwarding and their endpoint (issue 11).
+
+With `[pager] state = "postgresql://…"` every daemon is a node. `Node` plugs
+the lease keeper (which shards this node runs) and the forwarder (commands for
+the others' shards) into the pager, in the order that keeps every page:
+
+1. the pager starts owning nothing (`Pager.start(ownership=keeper, ...)`), and
+   the store's commits are fenced by the keeper's lease epochs;
+2. the forwarder serves: commands other nodes forwarded for shards held here
+   are run here (never forwarded again);
+3. the keeper takes this node's fair share of the shards; each adoption
+   re-arms their timers, resends their pending pages, then claims the commands
+   that waited for them.
+
+`stop()` hands every shard over at once (a graceful abandon: queued commands
+finish, commits and sends in flight settle, then the leases are released), so
+the others take them without waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from pager_actors._future import CommandFuture
+from pager_actors._pager import Pager
+from pager_actors.domain import Command
+from pager_actors.logs import get_logger
+from pager_actors.ports import Outcome, Reply
+
+log = get_logger("pager_actors.daemon.cluster")
+
+
+class Leases(Protocol):
+    """What the daemon needs of `adapters.pg_cluster.LeaseKeeper`: the engine's Ownership
+    port, and the lease cycle."""
+
+    def owns(self, service_id: str) -> bool: ...
+
+    def may_send(self, service_id: str) -> bool: ...
+
+    def held(self) -> frozenset[int]: ...
+
+    def start(self, adopt: Callable[[frozenset[int]], None],
+              abandon: Callable[[frozenset[int], bool], None]) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    def set_config_hash(self, config_hash: str) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def figures(self) -> Mapping[str, int]: ...
+
+    def healthy(self) -> bool: ...
+
+
+class Forwarding(Protocol):
+    """What the daemon needs of `adapters.pg_forward.PgForwarder`: the engine's Forwarder
+    port, and serving the commands forwarded to this node."""
+
+    def forward(self, service_id: str, command: Command, reply: Reply[Outcome]) -> None: ...
+
+    def serve(self, run: Callable[[str, Command], CommandFuture[Outcome]],
+              held: Callable[[], Collection[int]]) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def figures(self) -> Mapping[str, int]: ...
+
+
+class Node:
+    """One daemon's place in the cluster: its leases and its forwarder, around its pager."""
+
+    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding) -> None:
+        self.node_id = node_id
+        self.leases = leases
+        self.forwarding = forwarding
+        self._pager: Pager | None = None
+
+    def join(self, pager: Pager) -> None:
+        """Serve forwarded commands, then take this node's share of the shards."""
+        self._pager = pager
+        self.forwarding.serve(lambda service_id, command: pager.submit(
+            service_id, command, forward=False), self.leases.held)
+        self.leases.start(self._adopt, self._abandon)
+        log.info("node_joined", node=self.node_id, shards=len(self.leases.held()))
+
+    def _adopt(self, shards: frozenset[int]) -> None:
+        assert self._pager is not None
+        self._pager.adopt(shards)
+        self.forwarding.wake()  # commands that waited for these shards run now
+
+    def _abandon(self, shards: frozenset[int], graceful: bool) -> None:
+        assert self._pager is not None
+        self._pager.abandon(shards, graceful=graceful)
+
+    def leave(self, timeout: float = 10.0) -> None:
+        """Hand every shard over (graceful), then stop forwarding. Safe to call twice."""
+        try:
+            self.leases.stop(timeout=timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                self.forwarding.close()
+        log.info("node_left", node=self.node_id)
+
+    def problem(self) -> str | None:
+        """Why this node should not get traffic now (for /readyz), or None."""
+        if not self.leases.healthy():
+            return "cannot renew the shard leases (PostgreSQL unreachable?): this node runs " \
+                   "no service until it can"
+        return None
+
+    def figures(self) -> dict[str, int]:
+        return {**self.leases.figures(), **self.forwarding.figures()}
+
+    async def endpoint(self, request: Request) -> Response:
+        """GET /api/v1/cluster: the nodes, the shards each holds, their last renewal and
+        config hash, read from PostgreSQL."""
+        status = await asyncio.to_thread(self.leases.status)
+        return JSONResponse(status)
