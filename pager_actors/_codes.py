@@ -10,10 +10,14 @@ code of its next incident once, when it has none open, and caches it. What an
 incident's code is lives in its state (committed with it); after a restart
 `load()` rebuilds this table from the stored states.
 
-In a cluster the table holds the codes of the services this node runs: an
-adoption loads those of its shards, an abandonment forgets them. Codes are
-then unique per node only; a table shared by the cluster (one owner in the
-database) is for the PostgreSQL phase of issue 11.
+In a cluster (`shard_of` given) the code space is split by shard: a code of
+a service in shard s is a number equal to s modulo the shard count, so each
+code belongs to one shard, and a shard to the one node holding its lease. The
+table then holds the codes of the services this node runs (an adoption loads
+those of its shards from the store, an abandonment forgets them), and codes are
+unique across the cluster without a table of their own: the lease is the lock.
+`shard_of_code` tells which shard, hence which node's store rows, a reply's
+code belongs to.
 """
 
 from __future__ import annotations
@@ -37,11 +41,21 @@ class CodeUse(NamedTuple):
     released: datetime | None = None
 
 
+def shard_of_code(code: str, shards: int) -> int | None:
+    """The shard a cluster's reply code belongs to (None: not a code)."""
+    return int(code) % shards if code.isdigit() and code.isascii() else None
+
+
 class ReplyCodes:
+    """`shard_of` (a cluster's shard map, and its shard count): codes are drawn from each
+    service's own shard's part of the space."""
+
     def __init__(self, clock: Callable[[], datetime],
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 shard_of: tuple[Callable[[str], int], int] | None = None) -> None:
         self._clock = clock
         self._rng = rng or random.SystemRandom()
+        self._shard_of = shard_of
         self._lock = threading.Lock()
         self._uses: dict[str, CodeUse] = {}
         self._reserved: dict[tuple[str, int], str] = {}
@@ -60,7 +74,7 @@ class ReplyCodes:
         with self._lock:
             code = self._reserved.get((service_id, incident))
             if code is None:
-                code = self._fresh()
+                code = self._fresh(service_id)
                 self._uses[code] = CodeUse(service_id, incident)
                 self._reserved[(service_id, incident)] = code
             return code
@@ -88,18 +102,23 @@ class ReplyCodes:
         (`released` set), else None."""
         return self._uses.get(code)
 
-    def _fresh(self) -> str:
+    def _fresh(self, service_id: str) -> str:
         now = self._clock()
         stale = [c for c, u in self._uses.items()
                  if u.released is not None and now - u.released > QUARANTINE]
         for code in stale:
             del self._uses[code]
+        step, offset = 1, 0
+        if self._shard_of is not None:
+            shard_of, step = self._shard_of
+            offset = shard_of(service_id)
         for length in _LENGTHS:
-            space = 10 ** length
-            taken = sum(1 for c in self._uses if len(c) == length)
+            space = len(range(offset, 10 ** length, step))  # codes of this shard
+            taken = sum(1 for c in self._uses
+                        if len(c) == length and (step == 1 or int(c) % step == offset))
             if taken * 4 < space or length == _LENGTHS[-1]:
                 for _ in range(64):
-                    code = str(self._rng.randrange(space)).zfill(length)
+                    code = str(self._rng.randrange(space) * step + offset).zfill(length)
                     if code not in self._uses:
                         return code
         raise RuntimeError("no reply code left: a million incidents in a day")

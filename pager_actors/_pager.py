@@ -20,7 +20,7 @@ from typing import Any
 import pykka
 
 from pager_actors._adapter_actors import Dispatcher, RetryPolicy
-from pager_actors._codes import CodeUse, ReplyCodes
+from pager_actors._codes import CodeUse, ReplyCodes, shard_of_code
 from pager_actors._commit import (
     Barrier,
     Committer,
@@ -46,6 +46,7 @@ from pager_actors._service import STATUS, GetStatus, Letter, Outcome, Runtime, S
 from pager_actors._shards import HeldShards, not_here
 from pager_actors._throttle import Throttling
 from pager_actors._work import WorkTracker
+from pager_actors.cluster import SHARDS
 from pager_actors.domain import (
     DEFAULT_KEY,
     Acknowledge,
@@ -215,7 +216,8 @@ class Pager:
         fmt = page_format or PageFormat()
         codes: ReplyCodes | None = None
         if fmt.reply_codes:
-            codes = ReplyCodes(clock)
+            codes = ReplyCodes(clock, shard_of=(held.shard, SHARDS) if held is not None
+                               else None)
             if held is None:  # in a cluster, each adoption loads its shards' codes
                 codes.load(store.reply_codes())
 
@@ -486,8 +488,18 @@ class Pager:
 
     def reply_code(self, code: str) -> CodeUse | None:
         """Which incident an SMS reply code names: open, or closed within a day
-        (`released` set); None if no incident has it."""
-        return self._codes.holder(code) if self._codes is not None else None
+        (`released` set); None if no incident has it. In a cluster, a code of a shard
+        run elsewhere is read from the store (its owner committed it there)."""
+        if self._codes is None:
+            return None
+        held = self._held
+        shard = shard_of_code(code, SHARDS) if held is not None else None
+        if held is None or shard is None or shard in held.adopted:
+            return self._codes.holder(code)
+        for found, service_id, incident, released in self._store.reply_codes(shards={shard}):
+            if found == code:
+                return CodeUse(service_id, incident, released)
+        return None
 
     def timeline(self, service_id: str, incident: int) -> list[TimelineEntry]:
         """Incident `incident`'s timeline, oldest first, as committed."""

@@ -493,17 +493,23 @@ def test_abandon_takes_waiting_pages_out_of_the_lanes_and_leaves_their_rows_pend
 # -- reply codes ----------------------------------------------------------------------
 
 
-def test_adopt_loads_the_reply_codes_of_its_shards_and_abandon_forgets_them(memory_cluster):
-    """A node knows the reply codes of the services it runs, and only those."""
+def test_reply_codes_belong_to_their_services_shard_and_any_node_finds_them(memory_cluster):
+    """A cluster's codes are drawn from each shard's own part of the code space (code modulo
+    64 is the shard), so two nodes never give one code; a node finds its own shards' codes
+    in memory and every other code in the store."""
     fmt = PageFormat(reply_codes=True)
+    services = ["checkout", "search", *(f"svc-{i}" for i in range(40))]
+    memory_cluster.policies.replace([two_level_policy(sid) for sid in services])
     a = memory_cluster.node(ALL, page_format=fmt)
     codes = {sid: a.pager.alert(sid, "down").get(timeout=5).state.incident.reply_code
-             for sid in ("checkout", "search")}
+             for sid in services}
+    assert all(int(code) % SHARDS == shard_of(sid) for sid, code in codes.items())
+    assert len(set(codes.values())) == len(services)
     a.pager.flush()
     a.pager.abandon({CHECKOUT}, graceful=True)
     a.ownership.drop({CHECKOUT})
-    assert a.pager.reply_code(codes["checkout"]) is None
-    assert a.pager.reply_code(codes["search"]).service_id == "search"
     b = memory_cluster.node({CHECKOUT}, page_format=fmt)
-    assert b.pager.reply_code(codes["checkout"]).service_id == "checkout"
-    assert b.pager.reply_code(codes["search"]) is None
+    for node in (a, b):
+        for sid in ("checkout", "search"):
+            assert node.pager.reply_code(codes[sid]) == (sid, 1, None)
+    assert a.pager.reply_code(str(int(codes["checkout"]) + SHARDS)) is None

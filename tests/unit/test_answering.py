@@ -125,6 +125,15 @@ def test_codes_grow_longer_when_the_short_ones_fill_up():
     assert lengths == {4, 5}
 
 
+def test_a_clusters_codes_are_drawn_from_their_services_shard():
+    """With a shard map, every code is its service's shard modulo the shard count, unique,
+    and grows longer once a quarter of that shard's short codes are taken."""
+    codes = ReplyCodes(lambda: T0, random.Random(3), shard_of=(lambda sid: 5, 64))
+    drawn = [codes.reserve(f"svc-{i}", 1) for i in range(60)]
+    assert all(int(code) % 64 == 5 for code in drawn) and len(set(drawn)) == 60
+    assert {len(code) for code in drawn} == {4, 5}  # 157 four-digit codes in shard 5
+
+
 def test_the_code_table_comes_back_from_stored_states():
     """After a restart, open incidents keep their codes and released ones keep resting."""
     codes = ReplyCodes(lambda: T0)
