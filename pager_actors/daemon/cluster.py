@@ -12,7 +12,11 @@ the others' shards) into the pager, in the order that keeps every page:
    re-arms their timers, resends their pending pages, then claims the commands
    that waited for them.
 
-`stop()` hands every shard over at once (a graceful abandon: queued commands
+Overrides are written by whichever node was asked; every node reads them again
+each second (`refresh`), so a page decided anywhere follows an override made
+anywhere within about a second.
+
+`leave()` hands every shard over at once (a graceful abandon: queued commands
 finish, commits and sends in flight settle, then the leases are released), so
 the others take them without waiting for the TTL.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -76,13 +81,21 @@ class Forwarding(Protocol):
     def figures(self) -> Mapping[str, int]: ...
 
 
-class Node:
-    """One daemon's place in the cluster: its leases and its forwarder, around its pager."""
+REFRESH_SECONDS = 1.0
 
-    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding) -> None:
+
+class Node:
+    """One daemon's place in the cluster: its leases and its forwarder, around its pager.
+    `refresh` is called every REFRESH_SECONDS on a thread of its own (what other nodes
+    may have changed: the overrides)."""
+
+    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding,
+                 refresh: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
         self.leases = leases
         self.forwarding = forwarding
+        self._refresh = refresh
+        self._leaving = threading.Event()
         self._pager: Pager | None = None
 
     def join(self, pager: Pager) -> None:
@@ -91,7 +104,17 @@ class Node:
         self.forwarding.serve(lambda service_id, command: pager.submit(
             service_id, command, forward=False), self.leases.held)
         self.leases.start(self._adopt, self._abandon)
+        if self._refresh is not None:
+            threading.Thread(target=self._refreshing, args=(self._refresh,),
+                             name="pager-cluster-refresh", daemon=True).start()
         log.info("node_joined", node=self.node_id, shards=len(self.leases.held()))
+
+    def _refreshing(self, refresh: Callable[[], None]) -> None:
+        while not self._leaving.wait(REFRESH_SECONDS):
+            try:
+                refresh()
+            except Exception as error:  # PostgreSQL away: the last tables stay in force
+                log.warning("cluster_refresh_failed", error=str(error))
 
     def _adopt(self, shards: frozenset[int]) -> None:
         assert self._pager is not None
@@ -104,6 +127,7 @@ class Node:
 
     def leave(self, timeout: float = 10.0) -> None:
         """Hand every shard over (graceful), then stop forwarding. Safe to call twice."""
+        self._leaving.set()
         try:
             self.leases.stop(timeout=timeout)
         finally:

@@ -40,6 +40,7 @@ from pager_actors.daemon.payloads import HttpError
 from pager_actors.domain import Contact, MonitoredService, parse_contact
 from pager_actors.domain.links import ACTIONS, LinkClaim, LinkError, Links, verify
 from pager_actors.logs import get_logger
+from pager_actors.ports import StoreError
 
 log = get_logger("pager_actors.daemon.replies")
 
@@ -186,7 +187,10 @@ class _SmsReplies:
         if match is None:
             return "Reply ACK <code> to acknowledge or RES <code> to resolve."
         action, code = match[1].lower(), match[2]
-        holder = self._pager.reply_code(code)
+        try:  # in a cluster, a code of another node's shard is read from the store
+            holder = await asyncio.to_thread(self._pager.reply_code, code)
+        except StoreError:
+            return "Not recorded: the pager is busy. Reply again in a moment."
         if holder is None:
             return f"Unknown code {code}."
         if holder.released is not None:

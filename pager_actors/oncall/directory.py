@@ -127,6 +127,14 @@ class OnCall:
                 o for o in self._overrides.get(rotation_id, ()) if o.id != override_id)
             return True
 
+    def refresh(self, now: datetime) -> None:
+        """Read the overrides again from the store, where another node of a cluster may
+        have added or removed some; those already past are left out."""
+        with self._lock:  # an override added here meanwhile is in what is read
+            found = self._store.overrides()
+            self._overrides = {rotation: kept for rotation, listed in found.items()
+                               if (kept := tuple(o for o in listed if o.end > now))}
+
     def forget_past(self, now: datetime) -> None:
         """Drop the overrides that ended (the store prunes its copy on its own)."""
         with self._lock:

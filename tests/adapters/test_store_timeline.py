@@ -234,3 +234,24 @@ def test_an_override_survives_a_restart(reopen):
     shift = after.on_call("primary", at)
     assert (shift.user, shift.override) == ("bob", made.id)
     assert [r.user for r in after.resolve(RotationTarget("primary"), at)] == ["bob"]
+
+
+def test_a_directory_sees_overrides_another_one_made_once_it_refreshes(store):
+    """Two directories on one store, as two nodes of a cluster: an override added or removed
+    through one counts in the other after its refresh; past ones are left out."""
+    people = [User("alice", "Alice", contacts=(SmsTarget("+33600000001"),)),
+              User("bob", "Bob", contacts=(SmsTarget("+33600000002"),))]
+    daily = Rotation("primary", "UTC", timedelta(days=1), datetime(2026, 11, 30, 9),
+                     ("alice", "bob"))
+    here, there = OnCall(people, [daily], store), OnCall(people, [daily], store)
+    at = NOW + timedelta(hours=3)
+    made = here.add_override("primary", "bob", NOW, NOW + timedelta(hours=6), NOW)
+    assert there.on_call("primary", at).user == "alice"
+    there.refresh(NOW)
+    assert there.on_call("primary", at).user == "bob"
+    there.refresh(NOW + timedelta(hours=7))
+    assert there.overrides("primary") == []
+    there.refresh(NOW)
+    assert here.remove_override("primary", made.id)
+    there.refresh(NOW)
+    assert there.on_call("primary", at).user == "alice"
