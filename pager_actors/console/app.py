@@ -22,6 +22,7 @@ from pager_actors.console.limits import LoginLimits
 from pager_actors.console.login import LoginPages
 from pager_actors.console.pages import ServicePages
 from pager_actors.console.passwords import PasswordChecker
+from pager_actors.console.ports import LoginAttempts, Sessions
 from pager_actors.console.site import Console, ConsoleError
 from pager_actors.domain import EscalationPolicy
 from pager_actors.domain.people import User
@@ -40,13 +41,23 @@ def create_console(pager: Pager, *, service_ids: Callable[[], list[str]],
                    secure_cookies: bool = False, trusted_proxies: Sequence[IPNetwork] = (),
                    limits: LoginLimits | None = None, checker: PasswordChecker | None = None,
                    clock: Callable[[], float] = time.monotonic,
-                   now: Callable[[], datetime] = _utc_now) -> Starlette:
+                   now: Callable[[], datetime] = _utc_now, sessions: Sessions | None = None,
+                   limiter: LoginAttempts | None = None,
+                   login_key: bytes | None = None) -> Starlette:
     """The console app. `service_ids`, `policy` and `users` answer with what is in force
-    now (a reload changes them); `secure_cookies` when people reach it over https."""
+    now (a reload changes them); `secure_cookies` when people reach it over https.
+
+    `sessions`, `limiter` and `login_key` (at least 32 bytes) are where sessions and
+    failed logins are kept and what signs the login form: by default this process's
+    memory (timed by `clock`, limited by `limits`) and a random key. A cluster's nodes
+    pass ones they share (`adapters.pg_console.PgConsoleState`), so any node can serve
+    any request of a logged-in user; `limits` and `clock` then go unused.
+    """
     console = Console(pager, service_ids=service_ids, policy=policy, users=users,
                       ack_timeout=ack_timeout, secure_cookies=secure_cookies,
                       trusted_proxies=trusted_proxies, limits=limits or LoginLimits(),
-                      checker=checker or PasswordChecker(), clock=clock, now=now)
+                      checker=checker or PasswordChecker(), clock=clock, now=now,
+                      sessions=sessions, limiter=limiter, login_key=login_key)
     login, pages = LoginPages(console), ServicePages(console)
 
     async def stylesheet(request: Request) -> Response:
@@ -72,20 +83,22 @@ def create_console(pager: Pager, *, service_ids: Callable[[], list[str]],
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConsoleError)
-        return console.render(request, "error.html", exc.status, console.authenticated(request),
-                              headers=exc.headers, title=exc.title, message=exc.message)
+        return await console.render(request, "error.html", exc.status,
+                                    await console.viewer(request), headers=exc.headers,
+                                    title=exc.title, message=exc.message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         title = {404: "Page not found", 405: "Not allowed here"}.get(exc.status_code, "Refused")
         message = (f"There is nothing at {request.url.path}." if exc.status_code == 404
                    else f"{request.method} is not allowed on {request.url.path}.")
-        return console.render(request, "error.html", exc.status_code,
-                              console.authenticated(request), title=title, message=message)
+        return await console.render(request, "error.html", exc.status_code,
+                                    await console.viewer(request), title=title,
+                                    message=message)
 
     async def failed(request: Request, exc: Exception) -> Response:
         log.error("console_error", path=request.url.path, exc_info=exc)
-        return console.render(request, "error.html", 500, None, title="Something went wrong",
+        return await console.render(request, "error.html", 500, None, title="Something went wrong",
                               message="The console failed to show this page; the details "
                                       "are in the daemon's log.")
 

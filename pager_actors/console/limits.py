@@ -5,6 +5,9 @@ its password is checked once any of its counts is full, so a refused attempt
 costs no hashing and tells nothing about the password. Unknown account names
 are counted like known ones, so a refusal says nothing about who exists. A
 success clears its account's count, not its client's.
+
+`LoginLimiter` counts in this process's memory; a cluster counts in its
+database (`adapters.pg_console`), so failures on every node add up.
 """
 
 from __future__ import annotations
@@ -14,34 +17,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-ACCOUNT_KEY_CHARS = 128
+from pager_actors.console.ports import ACCOUNT_KEY_CHARS, LoginLimits, Refusal, account_key
 
-
-@dataclass(frozen=True)
-class LoginLimits:
-    per_account: int = 5
-    per_client: int = 20
-    overall: int = 100
-    window: float = 900.0  # seconds
-    max_tracked: int = 10_000  # accounts and clients remembered at most, each
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a login attempt is refused now, and for how long (seconds, rounded up)."""
-
-    scope: str  # "account", "client" or "overall"
-    retry_after: int
+__all__ = ["ACCOUNT_KEY_CHARS", "LoginLimiter", "LoginLimits", "Refusal"]
 
 
 class LoginLimiter:
-    """Thread-safe; time from `clock` (monotonic seconds)."""
+    """`LoginAttempts` in memory. Thread-safe; time from `clock` (monotonic seconds)."""
 
-    def __init__(self, limits: LoginLimits = LoginLimits(),
+    def __init__(self, limits: LoginLimits | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limits, self._clock = limits, clock
+        self.limits, self._clock = limits or LoginLimits(), clock
         self._accounts: dict[str, deque[float]] = {}
         self._clients: dict[str, deque[float]] = {}
         self._overall: deque[float] = deque()
@@ -52,7 +39,7 @@ class LoginLimiter:
         limits, now = self.limits, self._clock()
         with self._lock:
             for scope, times, most in (
-                    ("account", self._accounts.get(_account_key(account)), limits.per_account),
+                    ("account", self._accounts.get(account_key(account)), limits.per_account),
                     ("client", self._clients.get(client), limits.per_client),
                     ("overall", self._overall, limits.overall)):
                 if times is None:
@@ -66,7 +53,7 @@ class LoginLimiter:
     def failed(self, account: str, client: str) -> None:
         now = self._clock()
         with self._lock:
-            for table, key in ((self._accounts, _account_key(account)), (self._clients, client)):
+            for table, key in ((self._accounts, account_key(account)), (self._clients, client)):
                 times = table.get(key)
                 if times is None:
                     times = table[key] = deque()
@@ -77,7 +64,7 @@ class LoginLimiter:
 
     def succeeded(self, account: str) -> None:
         with self._lock:
-            self._accounts.pop(_account_key(account), None)
+            self._accounts.pop(account_key(account), None)
 
     def _expire(self, times: deque[float], now: float) -> None:
         while times and times[0] <= now - self.limits.window:
@@ -93,6 +80,3 @@ class LoginLimiter:
         while len(table) > self.limits.max_tracked:
             del table[next(iter(table))]
 
-
-def _account_key(account: str) -> str:
-    return account.strip().casefold()[:ACCOUNT_KEY_CHARS]

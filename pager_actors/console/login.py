@@ -1,9 +1,10 @@
 """Logging in and out: the login form, its CSRF token, rate limits and password checks.
 
 The login form is protected like every other form: its token is an HMAC of a
-random value held in a short-lived cookie, under a key of this process. A
-login that succeeds gets a new session (a new id and CSRF token), whatever
-cookie it came with.
+random value held in a short-lived cookie, under the console's login key (this
+process's own, or one shared by a cluster's nodes, so a form served by one node
+is accepted by another). A login that succeeds gets a new session (a new id and
+CSRF token), whatever cookie it came with.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ class LoginPages:
     def _token(self, nonce: str) -> str:
         return hmac.new(self.console.login_key, nonce.encode(), hashlib.sha256).hexdigest()
 
-    def _page(self, request: Request, status: int = 200, error: str | None = None,
-              account: str = "", headers: dict[str, str] | None = None) -> Response:
+    async def _page(self, request: Request, status: int = 200, error: str | None = None,
+                    account: str = "", headers: dict[str, str] | None = None) -> Response:
         """The login form, with a fresh CSRF nonce in its cookie."""
         nonce = secrets.token_urlsafe(24)
-        response = self.console.render(
+        response = await self.console.render(
             request, "login.html", status, headers=headers, title="Log in",
             login_csrf=self._token(nonce), error=error, account=account,
             next=safe_next(request.query_params.get("next")),
@@ -52,9 +53,9 @@ class LoginPages:
         return response
 
     async def form(self, request: Request) -> Response:
-        if self.console.authenticated(request) is not None:
+        if await self.console.authenticated(request) is not None:
             return RedirectResponse(safe_next(request.query_params.get("next")), 303)
-        return self._page(request)
+        return await self._page(request)
 
     async def submit(self, request: Request) -> Response:
         console = self.console
@@ -67,12 +68,13 @@ class LoginPages:
                                "Open the login page again.")
         account, password = form.get("user", "").strip(), form.get("password", "")
         client = console.client(request)
-        refusal = console.limiter.refused(account, client)
+        refusal = await console.stored("check the login limits", console.limiter.refused,
+                                       account, client)
         if refusal is not None:
             log.warning("console_login_limited", scope=refusal.scope, client=client,
                         retry_after=refusal.retry_after)
             minutes = -(-refusal.retry_after // 60)
-            return self._page(request, 429, account=account,
+            return await self._page(request, 429, account=account,
                               headers={"Retry-After": str(refusal.retry_after)},
                               error=f"Too many failed logins. Try again in {minutes} min.")
         people = console.people()
@@ -83,12 +85,14 @@ class LoginPages:
             raise ConsoleError(503, "Too many logins at once",
                                "Try again in a few seconds.", {"Retry-After": "5"}) from None
         if not ok or user is None:
-            console.limiter.failed(account, client)
+            await console.stored("count a failed login", console.limiter.failed, account,
+                                 client)
             log.warning("console_login_failed", known=user is not None, client=client)
-            return self._page(request, 401, account=account,
+            return await self._page(request, 401, account=account,
                               error="Wrong user or password.")
-        console.limiter.succeeded(account)
-        session = console.sessions.create(user)
+        await console.stored("clear the account's failed logins", console.limiter.succeeded,
+                             account)
+        session = await console.stored("start a session", console.sessions.create, user)
         log.info("console_login", user=user.id, client=client)
         response = RedirectResponse(safe_next(form.get("next")), 303)
         response.set_cookie(console.cookie, session.id, max_age=int(console.sessions.lifetime),
@@ -99,7 +103,7 @@ class LoginPages:
 
     async def logout(self, request: Request) -> Response:
         session, user, _ = await self.console.posted(request)
-        self.console.sessions.end(session.id)
+        await self.console.stored("end the session", self.console.sessions.end, session.id)
         log.info("console_logout", user=user.id)
         response = RedirectResponse("/login?out=1", 303)
         response.delete_cookie(self.console.cookie, path="/", secure=self.console.secure,

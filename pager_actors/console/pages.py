@@ -35,14 +35,14 @@ class ServicePages:
 
     async def overview(self, request: Request) -> Response:
         console = self.console
-        found = console.authenticated(request)
+        found = await console.authenticated(request)
         if found is None:
             return console.to_login(request)
         states, unreadable = await console.read(self._states, console.service_ids())
         rows = views.overview(states, console.now())
         unacked = sum(row.unacknowledged for row in rows)
         title = f"({unacked}) Services" if unacked else "Services"
-        return console.render(request, "overview.html", found=found, title=title,
+        return await console.render(request, "overview.html", found=found, title=title,
                               rows=rows, open=[r for r in rows if r.open],
                               healthy=[r for r in rows if not r.open], unacked=unacked,
                               unreadable=unreadable,
@@ -63,7 +63,7 @@ class ServicePages:
 
     async def service(self, request: Request) -> Response:
         console = self.console
-        found = console.authenticated(request)
+        found = await console.authenticated(request)
         if found is None:
             return console.to_login(request)
         service_id = request.path_params["service_id"]
@@ -76,7 +76,7 @@ class ServicePages:
             timeline = views.timeline(entries[-TIMELINE_LIMIT:])
         in_force = console.policy(service_id)
         snapshot = incident.policy if incident is not None else None
-        return console.render(
+        return await console.render(
             request, "service.html", found=found, title=service_id, service_id=service_id,
             row=views.service_row(state, now), timeline=timeline,
             windows=[views.window(w, now) for w in state.windows],
@@ -88,19 +88,19 @@ class ServicePages:
 
     async def history(self, request: Request) -> Response:
         console = self.console
-        found = console.authenticated(request)
+        found = await console.authenticated(request)
         if found is None:
             return console.to_login(request)
         service_id = request.path_params["service_id"]
         summaries = await console.read(console.pager.incidents, service_id)
         now = console.now()
-        return console.render(request, "incidents.html", found=found,
+        return await console.render(request, "incidents.html", found=found,
                               title=f"{service_id}: incidents", service_id=service_id,
                               incidents=[views.incident(s, now) for s in summaries])
 
     async def incident(self, request: Request) -> Response:
         console = self.console
-        found = console.authenticated(request)
+        found = await console.authenticated(request)
         if found is None:
             return console.to_login(request)
         service_id, number = request.path_params["service_id"], request.path_params["number"]
@@ -114,7 +114,7 @@ class ServicePages:
         state: MonitoredService = await console.read(console.pager.state, service_id)
         now = console.now()
         open_now = state.incident is not None and state.incident.number == number
-        return console.render(request, "incident.html", found=found,
+        return await console.render(request, "incident.html", found=found,
                               title=f"{service_id}: incident #{number}", service_id=service_id,
                               incident=views.incident(summary, now),
                               row=views.service_row(state, now) if open_now else None,
@@ -149,7 +149,7 @@ class ServicePages:
                                                               incident=number))
         else:
             outcome = await settled(console.pager.healthy(service_id, by=by, incident=number))
-        session.flash = _said(action, outcome, number)
+        await console.flash(session, _said(action, outcome, number))
         return _back(service_id)
 
     async def start_maintenance(self, request: Request) -> Response:
@@ -161,17 +161,18 @@ class ServicePages:
             end = _window_end(form.get("end", ""), now)
             reason = _reason(form.get("reason", ""))
         except ValueError as error:
-            session.flash = ("error", f"No maintenance window started: {error}")
+            await console.flash(session, ("error", f"No maintenance window started: {error}"))
             return _back(service_id)
         outcome = await settled(console.pager.start_maintenance(service_id, end, None, reason))
         if outcome.event == "maintenance_started":
             window = outcome.state.windows[-1]
-            session.flash = ("success", f"Maintenance window {window.id} runs until "
-                                        f"{views.when(window.end)}: alerts are held and "
-                                        "nobody is paged for them.")
+            said = ("success", f"Maintenance window {window.id} runs until "
+                               f"{views.when(window.end)}: alerts are held and nobody is "
+                               "paged for them.")
         else:
-            session.flash = ("error", "No maintenance window started: the pager refused it "
-                                      f"({outcome.reason}).")
+            said = ("error", "No maintenance window started: the pager refused it "
+                             f"({outcome.reason}).")
+        await console.flash(session, said)
         return _back(service_id)
 
     async def end_maintenance(self, request: Request) -> Response:
@@ -179,9 +180,10 @@ class ServicePages:
         session, _, _ = await console.posted(request)
         service_id, window = self._known(request), request.path_params["window"]
         outcome = await settled(console.pager.end_maintenance(service_id, window))
-        session.flash = ("info", f"Maintenance window {window} had already ended.") \
-            if outcome.reason == "unknown_window" else \
-            ("success", f"Maintenance window {window} ended: alerts still firing page now.")
+        await console.flash(session, (
+            ("info", f"Maintenance window {window} had already ended.")
+            if outcome.reason == "unknown_window" else
+            ("success", f"Maintenance window {window} ended: alerts still firing page now.")))
         return _back(service_id)
 
 

@@ -1,7 +1,10 @@
 """What every console page shares: the session gate, CSRF, rendering, facade calls.
 
 The console reads only its session cookie: a bearer token does not log in
-here. Every request looks its user up again in the users in force.
+here. Every request looks its user up again in the users in force. Sessions and
+failed logins live in stores (`ports.Sessions`, `ports.LoginAttempts`) that may
+be a database shared by a cluster: they are called on a worker thread, never on
+the event loop, and one that cannot answer makes a 503 page.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pykka
@@ -29,7 +32,8 @@ from pager_actors.console.clients import IPNetwork, client_address
 from pager_actors.console.forms import FormError, read_form
 from pager_actors.console.limits import LoginLimiter, LoginLimits
 from pager_actors.console.passwords import PasswordChecker
-from pager_actors.console.sessions import Session, SessionStore, credential
+from pager_actors.console.ports import Flash, LoginAttempts, Session, Sessions, credential
+from pager_actors.console.sessions import SessionStore
 from pager_actors.domain import EscalationPolicy, UnknownServiceError
 from pager_actors.domain.errors import PagerError
 from pager_actors.domain.people import User
@@ -37,6 +41,8 @@ from pager_actors.logs import get_logger
 from pager_actors.ports import StoreError
 
 log = get_logger("pager_actors.console")
+
+T = TypeVar("T")
 
 HERE = Path(__file__).parent
 COMMIT_TIMEOUT = 10.0
@@ -61,23 +67,35 @@ class ConsoleError(Exception):
 
 
 class Console:
-    """What every page needs: the engine, the people, sessions, limits and templates."""
+    """What every page needs: the engine, the people, sessions, limits and templates.
+
+    `sessions`, `limiter` and `login_key` default to this process's own (memory,
+    `clock`, a random key); a cluster passes ones every node shares, so any node
+    serves any request.
+    """
 
     def __init__(self, pager: Pager, *, service_ids: Callable[[], list[str]],
                  policy: Callable[[str], EscalationPolicy | None],
                  users: Callable[[], Iterable[User]], ack_timeout: timedelta | None,
                  secure_cookies: bool, trusted_proxies: Sequence[IPNetwork],
                  limits: LoginLimits, checker: PasswordChecker,
-                 clock: Callable[[], float], now: Callable[[], datetime]) -> None:
+                 clock: Callable[[], float], now: Callable[[], datetime],
+                 sessions: Sessions | None = None, limiter: LoginAttempts | None = None,
+                 login_key: bytes | None = None) -> None:
         self.pager, self.service_ids, self.policy = pager, service_ids, policy
         self.users, self.ack_timeout, self.now = users, ack_timeout, now
         self.secure, self.trusted_proxies = secure_cookies, tuple(trusted_proxies)
-        self.sessions = SessionStore(clock=clock)
-        self.limiter = LoginLimiter(limits, clock=clock)
+        self.sessions: Sessions = sessions if sessions is not None else SessionStore(
+            clock=clock)
+        self.limiter: LoginAttempts = limiter if limiter is not None else LoginLimiter(
+            limits, clock=clock)
         self.checker = checker
         # __Host- cookies are only accepted over https, from this host, for every path.
         self.cookie = "__Host-pager_session" if secure_cookies else "pager_session"
-        self.login_key = secrets.token_bytes(32)  # signs the login form's CSRF token
+        # Signs the login form's CSRF token: a node accepts the forms of nodes sharing it.
+        self.login_key = login_key if login_key is not None else secrets.token_bytes(32)
+        if len(self.login_key) < 32:
+            raise ValueError("the login form's key must be at least 32 bytes")
         css = (HERE / "static" / "console.css").read_bytes()
         self.css, self.css_version = css, hashlib.sha256(css).hexdigest()[:12]
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -90,18 +108,49 @@ class Console:
     def people(self) -> dict[str, User]:
         return {user.id: user for user in self.users()}
 
-    def authenticated(self, request: Request) -> tuple[Session, User] | None:
-        """The request's live session and its user, checked against the users in force."""
-        session = self.sessions.get(request.cookies.get(self.cookie))
+    async def authenticated(self, request: Request) -> tuple[Session, User] | None:
+        """The request's live session and its user, checked against the users in force;
+        a 503 page if the sessions cannot be read."""
+        session_id = request.cookies.get(self.cookie)
+        if not session_id:
+            return None
+        session = await self.stored("read its sessions", self.sessions.get, session_id)
         if session is None:
             return None
         user = self.people().get(session.user_id)
         if user is None or user.password_hash is None or credential(user) != session.credential:
-            self.sessions.end(session.id)
+            await self.stored("end a session", self.sessions.end, session.id)
             log.info("console_session_ended", user=session.user_id,
                      reason="user removed or password changed")
             return None
         return session, user
+
+    async def viewer(self, request: Request) -> tuple[Session, User] | None:
+        """For error pages: who is asking if that can be told, else nobody (an error page
+        must not fail for want of its header)."""
+        try:
+            return await self.authenticated(request)
+        except ConsoleError:
+            return None
+
+    async def stored(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """A call to the sessions or the login limits, on a worker thread (they may wait on
+        a database); one that fails makes a 503 page."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except StoreError as error:
+            log.error("console_store_failed", during=what, reason=str(error))
+            raise ConsoleError(503, "The console cannot answer right now",
+                               f"It could not {what}: {error}. Try again in a moment.",
+                               {"Retry-After": "5"}) from error
+
+    async def flash(self, session: Session, flash: Flash) -> None:
+        """What the session's next page says. A message that cannot be kept is logged, not
+        shown as an error: what it reports has already happened."""
+        try:
+            await asyncio.to_thread(self.sessions.set_flash, session, flash)
+        except StoreError as error:
+            log.warning("console_flash_lost", reason=str(error))
 
     def client(self, request: Request) -> str:
         peer = request.client.host if request.client else None
@@ -111,7 +160,7 @@ class Console:
     async def posted(self, request: Request) -> tuple[Session, User, dict[str, str]]:
         """A form posted by a logged-in user with the session's CSRF token, or 403."""
         form = await posted_form(request)
-        found = self.authenticated(request)
+        found = await self.authenticated(request)
         if found is None:
             raise ConsoleError(403, "Your session has ended",
                                "Log in again, then repeat what you were doing.")
@@ -125,14 +174,20 @@ class Console:
 
     # -- answers -------------------------------------------------------------
 
-    def render(self, request: Request, template: str, status: int = 200,
-               found: tuple[Session, User] | None = None,
-               headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    async def render(self, request: Request, template: str, status: int = 200,
+                     found: tuple[Session, User] | None = None,
+                     headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+        """The page, with the session's waiting message (taken: shown once)."""
         session, user = found if found else (None, None)
         context.setdefault("refresh", None)
+        flash = None
+        if session is not None:
+            try:
+                flash = await asyncio.to_thread(self.sessions.take_flash, session)
+            except StoreError as error:  # the page matters more than its message
+                log.warning("console_flash_unread", reason=str(error))
         page = self.templates.get_template(template).render(
-            user=user, csrf=session.csrf if session else "",
-            flash=session.take_flash() if session else None,
+            user=user, csrf=session.csrf if session else "", flash=flash,
             css=f"/static/console.css?v={self.css_version}", **context)
         return HTMLResponse(page, status_code=status, headers={**SECURITY_HEADERS,
                                                                **(headers or {})})

@@ -64,15 +64,26 @@ def test_the_cluster_package_imports_only_stdlib_and_the_domain():
 
 
 def test_adapters_never_import_the_actor_runtime():
-    """Adapters see only the domain, the on-call arithmetic, the shard map, the ports, the
-    scheduler and the loggers, never actors."""
+    """Adapters see only the domain, the on-call arithmetic, the shard map, the ports (the
+    engine's and the console's), the scheduler and the loggers, never actors."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
                                            "pager_actors.scheduler", "pager_actors.logs",
-                                           "pager_actors.oncall", "pager_actors.cluster")))
+                                           "pager_actors.oncall", "pager_actors.cluster",
+                                           "pager_actors.console.ports")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_consoles_ports_import_only_stdlib_and_the_domain():
+    """pager_actors/console/ports.py, which adapters implement, imports nothing of the
+    console or the engine: only the standard library and the domain."""
+    path = ROOT / "pager_actors/console/ports.py"
+    for name in imports_of(path):
+        top = name.split(".")[0]
+        assert top in sys.stdlib_module_names or name.startswith("pager_actors.domain"), (
+            f"{path.relative_to(ROOT)} imports {name}")
 
 
 def test_only_the_composition_root_imports_adapters():
