@@ -23,7 +23,7 @@ from pager_actors.console.login import LoginPages
 from pager_actors.console.pages import ServicePages
 from pager_actors.console.passwords import PasswordChecker
 from pager_actors.console.ports import LoginAttempts, Sessions
-from pager_actors.console.site import Console, ConsoleError
+from pager_actors.console.site import Console, ConsoleError, StoreUnavailable
 from pager_actors.domain import EscalationPolicy
 from pager_actors.domain.people import User
 from pager_actors.logs import get_logger
@@ -83,9 +83,9 @@ def create_console(pager: Pager, *, service_ids: Callable[[], list[str]],
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConsoleError)
-        return await console.render(request, "error.html", exc.status,
-                                    await console.viewer(request), headers=exc.headers,
-                                    title=exc.title, message=exc.message)
+        found = None if isinstance(exc, StoreUnavailable) else await console.viewer(request)
+        return await console.render(request, "error.html", exc.status, found,
+                                    headers=exc.headers, title=exc.title, message=exc.message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -66,6 +66,11 @@ class ConsoleError(Exception):
         self.headers = headers or {}
 
 
+class StoreUnavailable(ConsoleError):
+    """The sessions or the login limits cannot answer: a 503 page, shown without asking
+    them again who is asking."""
+
+
 class Console:
     """What every page needs: the engine, the people, sessions, limits and templates.
 
@@ -140,9 +145,9 @@ class Console:
             return await asyncio.to_thread(call, *args)
         except StoreError as error:
             log.error("console_store_failed", during=what, reason=str(error))
-            raise ConsoleError(503, "The console cannot answer right now",
-                               f"It could not {what}: {error}. Try again in a moment.",
-                               {"Retry-After": "5"}) from error
+            raise StoreUnavailable(503, "The console cannot answer right now",
+                                   f"It could not {what}: {error}. Try again in a moment.",
+                                   {"Retry-After": "5"}) from error
 
     async def flash(self, session: Session, flash: Flash) -> None:
         """What the session's next page says. A message that cannot be kept is logged, not
