@@ -221,6 +221,11 @@ class PgForwarder:
         with self._lock:
             return {name: self._figures[name] for name in names}
 
+    @property
+    def closed(self) -> bool:
+        """close() was called (it may still be finishing)."""
+        return self._closed
+
     def close(self) -> None:
         """Stop the threads, give back what was claimed and not run, fail the replies
         still waiting (PagerStoppedError), close the connections. Idempotent."""
@@ -228,8 +233,8 @@ class PgForwarder:
             if self._closed:
                 return
             self._closed = True
+            self._stop.set()
             self._outbound.put(None)
-        self._stop.set()
         self.wake()
         self._threads[0].join(CLOSE_WAIT)  # the sender: every insert ends in _waiting
         if self._serving_threads:
@@ -292,7 +297,7 @@ class PgForwarder:
                 self._fail_queued(batch, error)
                 return None
             except psycopg.Error as error:
-                db = _closed(db)
+                db = _drop(db)
                 if attempt == 1 and isinstance(error, psycopg.OperationalError):
                     continue  # a connection lost since its last use: nothing was committed
                 if len(batch) > 1 and not isinstance(error, psycopg.OperationalError):
@@ -309,7 +314,7 @@ class PgForwarder:
                 # their timeout says "unknown", which is true from here.
                 log.warning("forward_commit_unconfirmed", store=self._db.where,
                             commands=len(batch), error=self._db.reason(error))
-                db = _closed(db)
+                db = _drop(db)
             with self._lock:
                 for queued, row_id in zip(batch, ids, strict=True):
                     self._waiting[row_id] = _Waiting(queued.service_id, queued.reply,
@@ -380,12 +385,12 @@ class PgForwarder:
                         log.warning("forward_listener_lost", store=self._db.where,
                                     error=self._words(error))
                         reported = True
-                    db = _closed(db)
+                    db = _drop(db)
                     self._expire_unchecked()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self._poll)
         finally:
-            _closed(db)
+            _drop(db)
 
     def _wait(self, db: Connection, next_poll: float) -> None:
         """Until a notification, a wake(), the next poll or the next reply's deadline."""
@@ -548,7 +553,7 @@ class PgForwarder:
                 except (StoreError, psycopg.Error) as error:
                     log.warning("forward_answers_not_written", store=self._db.where,
                                 answers=len(pending), error=self._words(error))
-                    db = _closed(db)
+                    db = _drop(db)
                     if self._stop.is_set():
                         give_up = give_up or time.monotonic() + CLOSE_WAIT / 2
                         if time.monotonic() >= give_up:
@@ -557,7 +562,7 @@ class PgForwarder:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self._poll)
         finally:
-            _closed(db)
+            _drop(db)
 
     def _take_answers(self, pending: list[tuple[_Claimed, str]]) -> bool:
         """Add the answers already queued to `pending` (up to a batch); True if the end
@@ -652,7 +657,7 @@ def _resolve(reply: Reply[Outcome], answer: Outcome | BaseException) -> None:
         log.debug("reply_not_resolved", error=repr(error))
 
 
-def _closed(db: Connection | None) -> Connection | None:
+def _drop(db: Connection | None) -> Connection | None:
     """Close `db` if there is one, whatever fails; None: the connection to use next."""
     if db is not None:
         with contextlib.suppress(Exception):
