@@ -81,10 +81,12 @@ MAX_BACKLOG = 256  # commands claimed here and not yet run: no more are claimed 
 FIRST_BACKOFF = 0.05  # seconds before reconnecting; doubles up to `poll`
 CLOSE_WAIT = 5.0  # seconds close() lets each thread finish
 
+# A command older than the timeout is never claimed: its origin gave up on it (every node
+# has the same timeout), and it must not run late, after PostgreSQL came back, say.
 _CLAIM = """
     UPDATE commands SET taken_by = %s
     WHERE id IN (SELECT id FROM commands
-                 WHERE taken_by IS NULL AND shard = ANY(%s)
+                 WHERE taken_by IS NULL AND shard = ANY(%s) AND created_at > now() - %s
                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %s)
     RETURNING id, service_id, command, origin"""
 
@@ -158,6 +160,8 @@ class PgForwarder:
         self._unrun: list[_Claimed] = []
         self._claim_more = False  # the backlog was full: claim again once it empties
         self._woken = False
+        self._handed_back = False  # close() failed the waiting replies: none may be added
+        self._pipe_open = True
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -209,8 +213,9 @@ class PgForwarder:
     def wake(self) -> None:
         """Claim the waiting commands of the held shards now (after an adoption)."""
         self._woken = True
-        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is awake already
-            os.write(self._wake_write, b"!")
+        with self._lock, contextlib.suppress(BlockingIOError, OSError):  # full: awake already
+            if self._pipe_open:  # once closed, its number may be another file's
+                os.write(self._wake_write, b"!")
 
     def figures(self) -> dict[str, int]:
         """Counters: commands_forwarded (queued in the table), forwarded_answered (answers
@@ -251,9 +256,12 @@ class PgForwarder:
             if claimed is not None:
                 self._unrun.append(claimed)
         self._hand_back()
-        for fd in (self._wake_read, self._wake_write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if not self._threads[1].is_alive():  # else it may still wait on the pipe
+            with self._lock:
+                self._pipe_open = False
+                for fd in (self._wake_read, self._wake_write):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     # -- origin: inserting ---------------------------------------------------------
 
@@ -316,10 +324,16 @@ class PgForwarder:
                             commands=len(batch), error=self._db.reason(error))
                 db = _drop(db)
             with self._lock:
-                for queued, row_id in zip(batch, ids, strict=True):
-                    self._waiting[row_id] = _Waiting(queued.service_id, queued.reply,
-                                                     queued.deadline)
+                late = self._handed_back
+                if not late:
+                    for queued, row_id in zip(batch, ids, strict=True):
+                        self._waiting[row_id] = _Waiting(queued.service_id, queued.reply,
+                                                         queued.deadline)
                 self._figures["commands_forwarded"] += len(batch)
+            if late:  # close() gave up waiting for this thread
+                self._fail_queued(batch, PagerStoppedError(
+                    "the forwarder closed while the command was being sent: whether it "
+                    "was applied is unknown"))
             return db
         return db  # pragma: no cover - the loop always returns
 
@@ -400,7 +414,10 @@ class PgForwarder:
         timeout = max(until - time.monotonic(), 0.0)
         if self._woken or self._stop.is_set() or timeout == 0:
             return
-        select.select([db.fileno(), self._wake_read], [], [], timeout)
+        poller = select.poll()  # not select(): a daemon's descriptors may pass 1024
+        poller.register(db.fileno(), select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        poller.poll(timeout * 1000)
 
     def _notified(self, db: Connection) -> tuple[bool, bool]:
         """(claim, answers): what the notifications received so far, and wake(), call for."""
@@ -438,7 +455,8 @@ class PgForwarder:
                 self._claim_more = True  # the runner wakes us once it has caught up
                 return
             limit = min(CLAIM_BATCH, room)
-            rows = db.execute(_CLAIM, (self.node, held, limit)).fetchall()
+            rows = db.execute(_CLAIM, (self.node, held, timedelta(seconds=self._timeout),
+                                       limit)).fetchall()
             for row in sorted(rows):
                 self._backlog.put(_Claimed(int(row[0]), row[1], row[2], row[3]))
             if len(rows) < limit:
@@ -595,6 +613,7 @@ class PgForwarder:
         for an answer, and fail their replies."""
         with self._lock:
             waiting, self._waiting = self._waiting, {}
+            self._handed_back = True
         unrun, self._unrun = [claimed.id for claimed in self._unrun], []
         if not waiting and not unrun:
             return

@@ -148,7 +148,7 @@ def test_not_owner_at_the_owner_comes_back_as_not_owner(cluster):
 def test_one_callers_commands_for_a_service_keep_their_order(cluster):
     """Many threads, each sending a run of commands to its own services through A: B
     numbers each thread's commands of a service in the order they were sent."""
-    cluster.serving_node()
+    cluster.serving_node(timeout=20)
     a_pager, _ = cluster.forwarding_node(timeout=20)
     seqs: dict[tuple[int, str], list[int]] = defaultdict(list)
     errors: list[BaseException] = []
@@ -177,7 +177,7 @@ def test_hundreds_of_commands_from_many_threads_each_run_exactly_once(cluster):
     """Stress: 12 threads forward 600 commands over 24 services through A; every reply
     resolves once, B numbers each service's commands 1..n without gap or repeat, and
     every alert is in B's committed state."""
-    b_pager, b_forwarder = cluster.serving_node()
+    b_pager, b_forwarder = cluster.serving_node(timeout=30)
     a_pager, a_forwarder = cluster.forwarding_node(timeout=30)
     lock = threading.Lock()
     seqs: dict[str, list[int]] = defaultdict(list)
@@ -319,9 +319,24 @@ def test_a_closing_server_gives_back_what_it_claimed_and_did_not_run(cluster):
     closing.join(20)
     with pytest.raises(NotOwnerError):
         first.get(timeout=10)
-    cluster.serving_node("c")
+    cluster.serving_node("c", timeout=15)
     outcome = second.get(timeout=15)
     assert [a.key for a in outcome.state.alerts] == ["k2"]
+
+
+def test_a_command_older_than_the_timeout_is_never_run(cluster):
+    """A waiting row its origin could not withdraw (PostgreSQL was away) is left alone once
+    the timeout has passed: the command does not run late."""
+    with psycopg.connect(cluster.dsn, autocommit=True) as db:
+        db.execute("INSERT INTO commands (shard, service_id, command, origin, created_at) "
+                   "VALUES (%s, 'checkout', %s, 'a', now() - interval '10 seconds')",
+                   (shard_of("checkout"), encode_command(RaiseAlert("stale", "stale"))))
+    cluster.serving_node()
+    _, a_forwarder = cluster.forwarding_node()
+    fresh = forwarded(a_forwarder, "checkout", RaiseAlert("fresh", "fresh")).get(timeout=10)
+    assert (fresh.seq, [a.key for a in fresh.state.alerts]) == (1, ["fresh"])
+    assert rows(cluster.dsn, "SELECT taken_by FROM commands WHERE command LIKE '%%stale%%'") \
+        == [(None,)]
 
 
 def test_old_rows_are_swept(cluster):
