@@ -145,6 +145,22 @@ def test_not_owner_at_the_owner_comes_back_as_not_owner(cluster):
     assert (raised.value.service_id, raised.value.shard) == ("search", shard_of("search"))
 
 
+def test_wake_claims_at_once_what_waited_for_a_shard_just_adopted(cluster):
+    """A command for a shard the server does not hold yet waits; wake() after the adoption
+    claims it without waiting for the next poll (30 s here)."""
+    held: set[int] = set()
+    b_forwarder = cluster.forwarder("b", timeout=10, poll=30)
+    b_pager = cluster.pager(b_forwarder)
+    b_forwarder.serve(lambda s, c: b_pager.submit(s, c, forward=False), lambda: held)
+    _, a_forwarder = cluster.forwarding_node(timeout=10)
+    reply = forwarded(a_forwarder, "checkout", RaiseAlert("down"))
+    wait_for(lambda: a_forwarder.figures()["commands_forwarded"] == 1, 5, "the insert")
+    assert not reply.done()
+    held.update(ALL)
+    b_forwarder.wake()
+    assert reply.get(timeout=8).event == "incident_opened"
+
+
 def test_one_callers_commands_for_a_service_keep_their_order(cluster):
     """Many threads, each sending a run of commands to its own services through A: B
     numbers each thread's commands of a service in the order they were sent."""
