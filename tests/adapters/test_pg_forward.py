@@ -235,6 +235,48 @@ def test_hundreds_of_commands_from_many_threads_each_run_exactly_once(cluster):
     assert a_forwarder.figures()["forward_timeouts"] == 0
 
 
+class CountingReply:
+    """A Reply that records every call made to it, to prove each is resolved once."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+        self.done = threading.Event()
+
+    def set(self, value) -> None:
+        self.calls.append(value)
+        self.done.set()
+
+    def fail(self, error) -> None:
+        self.calls.append(error)
+        self.done.set()
+
+
+def test_every_reply_is_resolved_exactly_once_under_load(cluster):
+    """Stress at the port: 8 threads forward 400 commands straight to A's forwarder; each
+    reply gets exactly one call, an Outcome, and B ran 400 commands."""
+    b_pager, b_forwarder = cluster.serving_node(timeout=30)
+    a_forwarder = cluster.forwarder("a", timeout=30)
+    replies = [CountingReply() for _ in range(400)]
+
+    def caller(number: int) -> None:
+        for i in range(number, 400, 8):
+            a_forwarder.forward(SERVICES[i % len(SERVICES)], RaiseAlert("x", f"k{i}"),
+                                replies[i])
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for reply in replies:
+        assert reply.done.wait(30)
+    b_pager.flush()
+    assert all(len(reply.calls) == 1 for reply in replies)
+    assert all(type(reply.calls[0]).__name__ == "Outcome" for reply in replies)
+    assert b_forwarder.figures()["forwarded_served"] == 400
+    assert sum(len(b_pager.state(s).alerts) for s in SERVICES) == 400
+
+
 def test_a_command_nobody_takes_times_out_not_applied_and_never_runs(cluster):
     """No node serves the shard: after the timeout the command is withdrawn
     (applied=False), and a server that appears later never runs it."""
