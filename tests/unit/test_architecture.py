@@ -65,12 +65,13 @@ def test_the_cluster_package_imports_only_stdlib_and_the_domain():
 
 def test_adapters_never_import_the_actor_runtime():
     """Adapters see only the domain, the on-call arithmetic, the shard map, the ports, the
-    scheduler and the loggers, never actors."""
+    engine's errors, the scheduler and the loggers, never actors."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
-                                           "pager_actors.scheduler", "pager_actors.logs",
+                                           "pager_actors.errors", "pager_actors.scheduler",
+                                           "pager_actors.logs",
                                            "pager_actors.oncall", "pager_actors.cluster")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
 
