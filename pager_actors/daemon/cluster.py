@@ -102,7 +102,7 @@ class Node:
         """Serve forwarded commands, then take this node's share of the shards."""
         self._pager = pager
         self.forwarding.serve(lambda service_id, command: pager.submit(
-            service_id, command, forward=False), self.leases.held)
+            service_id, command, forward=False), pager.accepting)
         self.leases.start(self._adopt, self._abandon)
         if self._refresh is not None:
             threading.Thread(target=self._refreshing, args=(self._refresh,),
