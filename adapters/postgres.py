@@ -29,6 +29,14 @@ non-ASCII character escaped, so it keeps a NUL exactly; in the other text
 columns (timeline messages, gateway errors) a NUL is stored as U+FFFD, as a
 gateway error's lone surrogate becomes `?` in both SQL stores.
 
+Fencing (a cluster, issue 11): with `set_fence(keeper.fence)`, each commit first
+checks, in its own transaction, that every transition's shard lease is still
+this node's at the epoch it holds (and unexpired by the database's clock),
+locking those lease rows FOR SHARE until it ends; a transition whose shard is
+not confirmed raises ShardLostError (a TransitionRefusedError: the rest of the
+batch can commit). Delivery results are never fenced: a page sent is a fact.
+Without a fence, commits are what they always were.
+
 Connections: one writer connection, under a lock (the engine's StoreWriter is
 its only caller on the hot path), and a `psycopg_pool.ConnectionPool` for
 reads, which checks a connection before lending it. A connection PostgreSQL
@@ -36,8 +44,8 @@ dropped (a restart, a failover) fails the call it was in with StoreError; the
 next call connects again by itself. If it drops during COMMIT itself, the
 store asks the server, on a new connection, whether that transaction committed
 (`pg_xact_status`), and only reports the outcome it learns. Nothing here needs
-a lock file: a PostgreSQL state is shared by design (leases come with the
-cluster).
+a lock file: a PostgreSQL state is shared by design (the cluster's shard
+leases, `adapters/pg_cluster.py`, say who writes what).
 """
 
 from __future__ import annotations

@@ -11,8 +11,15 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from adapters.memory import (
+    InMemoryPolicyRepository,
+    ManualTimer,
+    RecordingMailSender,
+    RecordingSmsSender,
+)
 from adapters.pg_cluster import LeaseKeeper
 from adapters.postgres import PostgresStore
+from pager_actors import NotOwnerError, Pager
 from pager_actors.cluster import SHARDS, shard_of
 from pager_actors.domain import MonitoredService, RaiseAlert, decide
 from pager_actors.ports import (
@@ -374,6 +381,62 @@ def test_delivery_results_are_not_fenced(store):
         "delivered"}
     with pytest.raises(ShardLostError):
         store.commit([Transition(transition.state.version, transition.state, ())])
+
+
+# -- with the engine ----------------------------------------------------------------------
+
+
+class Node:
+    """One pager process: its own fenced store, keeper, pager and recording senders, wired
+    as the daemon will (pager first, keeper last; stopped in reverse)."""
+
+    def __init__(self, dsn: str, name: str, services: list[str]) -> None:
+        self.mail, self.sms = RecordingMailSender(), RecordingSmsSender()
+        self.store = PostgresStore(dsn)
+        self.keeper = LeaseKeeper(dsn, node=name, ttl=TTL)
+        self.pager = Pager.start(
+            policies=InMemoryPolicyRepository([two_level_policy(s) for s in services]),
+            mail=self.mail, sms=self.sms, timer=ManualTimer(), store=self.store,
+            ack_timeout=timedelta(minutes=15), ownership=self.keeper)
+        self.store.set_fence(self.keeper.fence)
+        self.keeper.start(self.pager.adopt,
+                          lambda shards, graceful: self.pager.abandon(shards, graceful=graceful))
+
+    def stop(self) -> None:
+        try:
+            self.keeper.stop()
+            self.pager.stop()
+        finally:
+            self.store.close()
+
+
+def test_pagers_with_keepers_hand_live_incidents_over_without_paging_twice(pg_dsn, store):
+    """Incidents opened on a lone node are acknowledged, once a second node joined, on the
+    node each one's shard is with, one of them moved; every page went out once, and a node
+    without the shard refuses."""
+    low, high = service_in(frozenset(range(32))), service_in(frozenset(range(32, SHARDS)))
+    nodes = [Node(pg_dsn, "a", [low, high])]
+    try:
+        for service in (low, high):
+            nodes[0].pager.alert(service, "down").get(timeout=10)
+        nodes[0].pager.flush(timeout=10)
+        nodes.append(Node(pg_dsn, "b", [low, high]))
+        a, b = nodes
+        wait_for(lambda: converged(pg_dsn, a.keeper, b.keeper, expected=[32, 32]), 10, "32/32")
+        assert {a.keeper.owns(low), a.keeper.owns(high)} == {True, False}
+        for service in (low, high):
+            owner, other = (a, b) if a.keeper.owns(service) else (b, a)
+            outcome = owner.pager.acknowledge(service, by="ann").get(timeout=10)
+            assert outcome.event == "acknowledged"
+            with pytest.raises(NotOwnerError):
+                other.pager.acknowledge(service).get(timeout=10)
+        for node in nodes:
+            node.pager.flush(timeout=10)
+        assert len(a.mail.sent) + len(b.mail.sent) == 2
+        assert len(a.sms.sent) + len(b.sms.sent) == 2
+    finally:
+        for node in reversed(nodes):
+            node.stop()
 
 
 # -- status and settings -----------------------------------------------------------------
