@@ -215,6 +215,9 @@ class LeaseKeeper:
                              f"cluster: {self._target.reason(error)}") from error
         log.info("node_joined", node=self.node, ttl_s=self.ttl)
         self._tick()
+        if self._stopping.is_set():  # stop() came from a callback of that first tick
+            self._leave()
+            return
         self._thread = threading.Thread(target=self._run, name=f"lease-keeper-{self.node}",
                                         daemon=True)
         self._thread.start()
@@ -228,6 +231,8 @@ class LeaseKeeper:
             self._stopped = True
             self._stopping.set()
             self._suspended = False
+            if self._thread is threading.current_thread():
+                return  # called from a callback: the thread leaves once it returns
             if self._thread is not None:
                 self._thread.join(timeout)
                 if self._thread.is_alive():
@@ -496,8 +501,10 @@ class LeaseKeeper:
     # -- status -------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The cluster as the database sees it, for `GET /api/v1/cluster`. Raises StoreError
-        if it cannot be read. `config_mismatch`: a live node runs another configuration."""
+        """The cluster as the database sees it, for `GET /api/v1/cluster`: every node row
+        (a node unseen for an hour is forgotten). Raises StoreError if it cannot be read,
+        or once the keeper stopped. `config_mismatch`: a live node (seen within the ttl,
+        not leaving) runs another configuration than this one."""
         with self._reader_lock, self._reading() as db:
             rows = db.execute(
                 "SELECT n.node, n.last_seen, n.config_hash, n.leaving, "
@@ -517,6 +524,8 @@ class LeaseKeeper:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
         """status()'s connection (the reader lock held); StoreError if PostgreSQL fails."""
+        if self._stopped:
+            raise StoreError(f"node {self.node!r} has left the cluster")
         try:
             if self._reader is None or self._reader.closed:
                 self._reader = self._open()

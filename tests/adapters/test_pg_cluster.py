@@ -214,6 +214,8 @@ def test_a_stopping_keeper_hands_its_shards_over_without_waiting_for_the_ttl(
     assert all(a.fence()[1][shard] == b_epochs[shard] + 1 for shard in b_shards)
     assert [node["node"] for node in a.status()["nodes"]] == ["a"]
     b.stop()  # idempotent
+    with pytest.raises(StoreError, match="left the cluster"):
+        b.status()
 
 
 def test_a_frozen_keeper_stops_sending_then_its_shards_fail_over(start_keeper, pg_dsn):
