@@ -89,9 +89,11 @@ class Node:
     `refresh` is called every REFRESH_SECONDS on a thread of its own (what other nodes
     may have changed: the overrides)."""
 
-    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding,
-                 refresh: Callable[[], None] | None = None) -> None:
+    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding, *,
+                 hand_over_timeout: float, refresh: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
+        # No lease is renewed while a hand-over runs: it must end well before they lapse.
+        self.hand_over_timeout = hand_over_timeout
         self.leases = leases
         self.forwarding = forwarding
         self._refresh = refresh
@@ -123,13 +125,13 @@ class Node:
 
     def _abandon(self, shards: frozenset[int], graceful: bool) -> None:
         assert self._pager is not None
-        self._pager.abandon(shards, graceful=graceful)
+        self._pager.abandon(shards, graceful=graceful, timeout=self.hand_over_timeout)
 
-    def leave(self, timeout: float = 10.0) -> None:
+    def leave(self) -> None:
         """Hand every shard over (graceful), then stop forwarding. Safe to call twice."""
         self._leaving.set()
         try:
-            self.leases.stop(timeout=timeout)
+            self.leases.stop(timeout=self.hand_over_timeout + 5)
         finally:
             with contextlib.suppress(Exception):
                 self.forwarding.close()
