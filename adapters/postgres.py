@@ -257,6 +257,14 @@ class PostgresTarget:
         return text
 
 
+class _StaleConnection(Exception):
+    """The writer connection died before COMMIT was sent: nothing was applied."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class PostgresStore:
     """A StateStore on one PostgreSQL database. Thread-safe: one writer connection and a
     pool of readers.
@@ -329,44 +337,60 @@ class PostgresStore:
     def _write(self, what: str, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction on the writer connection (connecting first if the
         last one was lost). TransitionRefusedError and StoreError raised by `work` pass
-        through; a PostgreSQL error becomes StoreError; the transaction rolls back."""
+        through; a PostgreSQL error becomes StoreError; the transaction rolls back.
+
+        A connection that was kept from an earlier call may have died meanwhile (the
+        server restarted): if it turns out dead before COMMIT was sent, nothing was
+        applied, and `work` runs once more on a new connection."""
         with self._write_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: the store is closed")
-            if self._writer is None:
-                self._writer = self._connect()
-                log.info("store_reconnected", store=self.where)
-            db = self._writer
-            xid: str | None = None
-            committing = False
-            try:
-                with db.transaction():
-                    result = work(db)
-                    row = db.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
-                    xid = row[0] if row else None
-                    committing = True  # leaving the block sends COMMIT
-            except psycopg.Error as error:
-                reason = self._reason(error)
-                if not db.closed:
-                    raise StoreError(f"{self.where}: {what} failed: {reason}") from error
-                self._drop_writer()
-                log.warning("store_connection_lost", store=self.where, during=what,
-                            reason=reason)
-                if not (committing and xid):
-                    raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
-                                     f"lost ({reason}); nothing was applied") from error
-                outcome = self._outcome(xid)
-                if outcome == "committed":
-                    log.warning("store_commit_confirmed", store=self.where, during=what)
-                    return result
-                if outcome == "aborted":
-                    raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
-                                     f"lost while committing ({reason}); it did not commit"
-                                     ) from error
-                raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL lost "
-                                 f"while committing ({reason}); whether it committed is "
-                                 "unknown") from error
-            return result
+            kept = self._writer is not None
+            while True:
+                try:
+                    return self._transaction(what, work)
+                except _StaleConnection as stale:
+                    if not kept:
+                        raise stale.error from stale.__cause__
+                    kept = False
+                    log.info("store_reconnecting", store=self.where, during=what)
+
+    def _transaction(self, what: str, work: Callable[[Connection], T]) -> T:
+        if self._writer is None:
+            self._writer = self._connect()
+            log.info("store_reconnected", store=self.where)
+        db = self._writer
+        xid: str | None = None
+        committing = False
+        try:
+            with db.transaction():
+                result = work(db)
+                row = db.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+                xid = row[0] if row else None
+                committing = True  # leaving the block sends COMMIT
+        except psycopg.Error as error:
+            reason = self._reason(error)
+            if not db.closed:
+                raise StoreError(f"{self.where}: {what} failed: {reason}") from error
+            self._drop_writer()
+            log.warning("store_connection_lost", store=self.where, during=what,
+                        reason=reason)
+            if not (committing and xid):
+                raise _StaleConnection(StoreError(
+                    f"{self.where}: {what} failed: connection to PostgreSQL lost ({reason}); "
+                    "nothing was applied")) from error
+            outcome = self._outcome(xid)
+            if outcome == "committed":
+                log.warning("store_commit_confirmed", store=self.where, during=what)
+                return result
+            if outcome == "aborted":
+                raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
+                                 f"lost while committing ({reason}); it did not commit"
+                                 ) from error
+            raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL lost "
+                             f"while committing ({reason}); whether it committed is "
+                             "unknown") from error
+        return result
 
     def _outcome(self, xid: str) -> str | None:
         """After the connection dropped during COMMIT: whether that transaction committed
