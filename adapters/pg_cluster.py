@@ -56,7 +56,7 @@ from typing import Any
 
 import psycopg
 
-from adapters.postgres import Connection, PostgresTarget, _configure
+from adapters.postgres import Connection, PostgresTarget, configure_session
 from pager_actors.cluster import SHARDS, shard_of
 from pager_actors.logs import get_logger
 from pager_actors.ports import StoreError
@@ -482,7 +482,7 @@ class LeaseKeeper:
     def _open(self) -> Connection:
         db: Connection = psycopg.connect(**self._target.params, autocommit=True)
         try:
-            _configure(db)
+            configure_session(db)
             db.execute(f"SET statement_timeout = '{self._statement_timeout}'")
         except BaseException:
             db.close()

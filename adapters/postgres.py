@@ -296,7 +296,7 @@ class PostgresStore:
             self._prune()
             self._pool: ConnectionPool[Connection] = ConnectionPool(
                 kwargs={**self._params, "autocommit": True}, min_size=1,
-                max_size=max(read_connections, 1), open=False, configure=_configure,
+                max_size=max(read_connections, 1), open=False, configure=configure_session,
                 check=ConnectionPool.check_connection, timeout=timeout,
                 # A pool that gave up reconnecting grows again at the next read: a read
                 # after PostgreSQL returns waits at most this long for its backoff.
@@ -322,7 +322,7 @@ class PostgresStore:
         except psycopg.Error as error:
             raise StoreError(f"{self.where}: cannot connect: {self._reason(error)}") from error
         try:
-            _configure(db)
+            configure_session(db)
         except psycopg.Error as error:
             db.close()
             raise StoreError(f"{self.where}: cannot set up the connection: "
@@ -671,7 +671,7 @@ class PostgresStore:
         self._pool.close()
 
 
-def _configure(db: Connection) -> None:
+def configure_session(db: Connection) -> None:
     """Every connection's session: times come back in UTC; no statement waits forever, and
     no transaction whose client vanished holds its locks for long."""
     db.execute("SET TIME ZONE 'UTC'")
