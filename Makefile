@@ -18,7 +18,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check pager_actors adapters tests bench
+	$(BIN)/ruff check pager_actors adapters tests bench examples
 	$(BIN)/mypy pager_actors adapters
 
 run: install

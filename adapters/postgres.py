@@ -29,6 +29,14 @@ non-ASCII character escaped, so it keeps a NUL exactly; in the other text
 columns (timeline messages, gateway errors) a NUL is stored as U+FFFD, as a
 gateway error's lone surrogate becomes `?` in both SQL stores.
 
+Fencing (a cluster, issue 11): with `set_fence(keeper.fence)`, each commit first
+checks, in its own transaction, that every transition's shard lease is still
+this node's at the epoch it holds (and unexpired by the database's clock),
+locking those lease rows FOR SHARE until it ends; a transition whose shard is
+not confirmed raises ShardLostError (a TransitionRefusedError: the rest of the
+batch can commit). Delivery results are never fenced: a page sent is a fact.
+Without a fence, commits are what they always were.
+
 Connections: one writer connection, under a lock (the engine's StoreWriter is
 its only caller on the hot path), and a `psycopg_pool.ConnectionPool` for
 reads, which checks a connection before lending it. A connection PostgreSQL
@@ -36,8 +44,8 @@ dropped (a restart, a failover) fails the call it was in with StoreError; the
 next call connects again by itself. If it drops during COMMIT itself, the
 store asks the server, on a new connection, whether that transaction committed
 (`pg_xact_status`), and only reports the outcome it learns. Nothing here needs
-a lock file: a PostgreSQL state is shared by design (leases come with the
-cluster).
+a lock file: a PostgreSQL state is shared by design (the cluster's shard
+leases, `adapters/pg_cluster.py`, say who writes what).
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -72,6 +81,7 @@ from pager_actors.logs import get_logger
 from pager_actors.oncall import Override
 from pager_actors.ports import (
     DeliveryResult,
+    ShardLostError,
     StoreCorruptError,
     StoreError,
     Transition,
@@ -199,7 +209,60 @@ _CONNECTION_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_i
                         "tcp_user_timeout": "15000"}
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+# A cluster node's leases, as the commit fence reads them: (node, {shard: epoch}).
+Fence = Callable[[], tuple[str, Mapping[int, int]]]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """Where a component connects (a URL or libpq string, parsed once) and how to speak of it:
+    `where` names server and database, `reason()` quotes an error without the password.
+
+    Shared by the store and the cluster's `LeaseKeeper`. `params` are the connection
+    keywords: `defaults`, then `application_name`, then what the DSN sets, then
+    `overrides` (what the component must decide itself, whatever the DSN says).
+    """
+
+    params: dict[str, Any]
+    where: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, dsn: str, *, application_name: str,
+              defaults: Mapping[str, str] = _CONNECTION_DEFAULTS,
+              overrides: Mapping[str, str] | None = None) -> PostgresTarget:
+        """Raises StoreError, without quoting `dsn`, if it is not a URL or connection
+        string."""
+        try:
+            given = conninfo_to_dict(dsn)
+        except psycopg.Error:
+            raise StoreError("not a PostgreSQL URL or connection string (its text is not "
+                             "shown: it may hold a password)") from None
+        host = str(given.get("host") or given.get("hostaddr") or "localhost")
+        return cls(params={**defaults, "application_name": application_name, **given,
+                           **(overrides or {})},
+                   where=(f"PostgreSQL at {host}:{given.get('port') or 5432}/"
+                          f"{given.get('dbname') or given.get('user') or ''}"),
+                   secret=str(given.get("password") or ""))
+
+    def reason(self, error: BaseException) -> str:
+        """PostgreSQL's own words (first line), the case an operator must act on named
+        plainly, and never the password."""
+        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if self.secret:
+            text = text.replace(self.secret, "****")
+        if getattr(error, "sqlstate", None) == "53100":
+            return f"disk full ({text})"
+        return text
+
+
+class _StaleConnection(Exception):
+    """The writer connection died before COMMIT was sent: nothing was applied."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class PostgresStore:
@@ -219,19 +282,12 @@ class PostgresStore:
 
     def __init__(self, dsn: str, *, timeout: float = 5.0, read_connections: int = 4,
                  application_name: str = "pager-actors") -> None:
-        try:
-            given = conninfo_to_dict(dsn)
-        except psycopg.Error:
-            raise StoreError("not a PostgreSQL URL or connection string (its text is not "
-                             "shown: it may hold a password)") from None
-        self._params: dict[str, Any] = {**_CONNECTION_DEFAULTS,
-                                        "application_name": application_name, **given}
-        self._secret = str(given.get("password") or "")
-        host = str(given.get("host") or given.get("hostaddr") or "localhost")
-        self.where = (f"PostgreSQL at {host}:{given.get('port') or 5432}/"
-                      f"{given.get('dbname') or given.get('user') or ''}")
+        self._target = PostgresTarget.parse(dsn, application_name=application_name)
+        self._params = self._target.params
+        self.where = self._target.where
         self._timeout = timeout
         self._write_lock = threading.Lock()
+        self._fence: Fence | None = None
         self._writer: Connection | None = None
         self._closed = False
         self._writer = self._connect()
@@ -240,7 +296,7 @@ class PostgresStore:
             self._prune()
             self._pool: ConnectionPool[Connection] = ConnectionPool(
                 kwargs={**self._params, "autocommit": True}, min_size=1,
-                max_size=max(read_connections, 1), open=False, configure=_configure,
+                max_size=max(read_connections, 1), open=False, configure=configure_session,
                 check=ConnectionPool.check_connection, timeout=timeout,
                 # A pool that gave up reconnecting grows again at the next read: a read
                 # after PostgreSQL returns waits at most this long for its backoff.
@@ -258,14 +314,7 @@ class PostgresStore:
     # -- connections -------------------------------------------------------------
 
     def _reason(self, error: BaseException) -> str:
-        """PostgreSQL's own words (first line), the case an operator must act on named
-        plainly, and never the password."""
-        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if self._secret:
-            text = text.replace(self._secret, "****")
-        if getattr(error, "sqlstate", None) == "53100":
-            return f"disk full ({text})"
-        return text
+        return self._target.reason(error)
 
     def _connect(self) -> Connection:
         try:
@@ -273,7 +322,7 @@ class PostgresStore:
         except psycopg.Error as error:
             raise StoreError(f"{self.where}: cannot connect: {self._reason(error)}") from error
         try:
-            _configure(db)
+            configure_session(db)
         except psycopg.Error as error:
             db.close()
             raise StoreError(f"{self.where}: cannot set up the connection: "
@@ -288,44 +337,60 @@ class PostgresStore:
     def _write(self, what: str, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction on the writer connection (connecting first if the
         last one was lost). TransitionRefusedError and StoreError raised by `work` pass
-        through; a PostgreSQL error becomes StoreError; the transaction rolls back."""
+        through; a PostgreSQL error becomes StoreError; the transaction rolls back.
+
+        A connection that was kept from an earlier call may have died meanwhile (the
+        server restarted): if it turns out dead before COMMIT was sent, nothing was
+        applied, and `work` runs once more on a new connection."""
         with self._write_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: the store is closed")
-            if self._writer is None:
-                self._writer = self._connect()
-                log.info("store_reconnected", store=self.where)
-            db = self._writer
-            xid: str | None = None
-            committing = False
-            try:
-                with db.transaction():
-                    result = work(db)
-                    row = db.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
-                    xid = row[0] if row else None
-                    committing = True  # leaving the block sends COMMIT
-            except psycopg.Error as error:
-                reason = self._reason(error)
-                if not db.closed:
-                    raise StoreError(f"{self.where}: {what} failed: {reason}") from error
-                self._drop_writer()
-                log.warning("store_connection_lost", store=self.where, during=what,
-                            reason=reason)
-                if not (committing and xid):
-                    raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
-                                     f"lost ({reason}); nothing was applied") from error
-                outcome = self._outcome(xid)
-                if outcome == "committed":
-                    log.warning("store_commit_confirmed", store=self.where, during=what)
-                    return result
-                if outcome == "aborted":
-                    raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
-                                     f"lost while committing ({reason}); it did not commit"
-                                     ) from error
-                raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL lost "
-                                 f"while committing ({reason}); whether it committed is "
-                                 "unknown") from error
-            return result
+            kept = self._writer is not None
+            while True:
+                try:
+                    return self._transaction(what, work)
+                except _StaleConnection as stale:
+                    if not kept:
+                        raise stale.error from stale.__cause__
+                    kept = False
+                    log.info("store_reconnecting", store=self.where, during=what)
+
+    def _transaction(self, what: str, work: Callable[[Connection], T]) -> T:
+        if self._writer is None:
+            self._writer = self._connect()
+            log.info("store_reconnected", store=self.where)
+        db = self._writer
+        xid: str | None = None
+        committing = False
+        try:
+            with db.transaction():
+                result = work(db)
+                row = db.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+                xid = row[0] if row else None
+                committing = True  # leaving the block sends COMMIT
+        except psycopg.Error as error:
+            reason = self._reason(error)
+            if not db.closed:
+                raise StoreError(f"{self.where}: {what} failed: {reason}") from error
+            self._drop_writer()
+            log.warning("store_connection_lost", store=self.where, during=what,
+                        reason=reason)
+            if not (committing and xid):
+                raise _StaleConnection(StoreError(
+                    f"{self.where}: {what} failed: connection to PostgreSQL lost ({reason}); "
+                    "nothing was applied")) from error
+            outcome = self._outcome(xid)
+            if outcome == "committed":
+                log.warning("store_commit_confirmed", store=self.where, during=what)
+                return result
+            if outcome == "aborted":
+                raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL "
+                                 f"lost while committing ({reason}); it did not commit"
+                                 ) from error
+            raise StoreError(f"{self.where}: {what} failed: connection to PostgreSQL lost "
+                             f"while committing ({reason}); whether it committed is "
+                             "unknown") from error
+        return result
 
     def _outcome(self, xid: str) -> str | None:
         """After the connection dropped during COMMIT: whether that transaction committed
@@ -419,11 +484,19 @@ class PostgresStore:
         [(version, state)] = rows
         return state_json.decode(service_id, version, state)
 
+    def set_fence(self, fence: Fence | None) -> None:
+        """Check every later commit's transitions against the shard leases `fence()` names
+        (a cluster node's `LeaseKeeper.fence`); None: no check, as on a lone node."""
+        self._fence = fence
+
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
         now = datetime.now(UTC)
+        fence = self._fence
 
         def apply(db: Connection) -> None:
+            if fence is not None and transitions:
+                _check_fence(db, transitions, *fence())
             for t in transitions:
                 try:
                     self._apply(db, t, now)
@@ -598,12 +671,40 @@ class PostgresStore:
         self._pool.close()
 
 
-def _configure(db: Connection) -> None:
+def configure_session(db: Connection) -> None:
     """Every connection's session: times come back in UTC; no statement waits forever, and
     no transaction whose client vanished holds its locks for long."""
     db.execute("SET TIME ZONE 'UTC'")
     db.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
     db.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+
+
+def _check_fence(db: Connection, transitions: Sequence[Transition], node: str,
+                 epochs: Mapping[int, int]) -> None:
+    """The fence, first in the commit's transaction: each transition's shard must still be
+    leased to `node` at the epoch it holds it by, unexpired by the database's clock.
+
+    The confirmed lease rows are locked FOR SHARE, in shard order (the order the
+    keepers lock them in, so the two never deadlock) until the commit ends: a
+    takeover, which updates the row, waits for this commit or skips the row; a
+    takeover that came first changed the epoch, which this check then sees.
+    Raises ShardLostError for the first transition (in batch order) whose shard
+    is not confirmed.
+    """
+    wanted = sorted({shard_of(t.state.service_id) for t in transitions})
+    held = [shard for shard in wanted if shard in epochs]
+    confirmed: set[int] = set()
+    if held:
+        confirmed = {shard for (shard,) in db.execute(
+            "SELECT l.shard FROM leases l "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS h(shard, epoch) "
+            "ON l.shard = h.shard AND l.epoch = h.epoch "
+            "WHERE l.node = %s AND l.expires_at > now() ORDER BY l.shard FOR SHARE OF l",
+            (held, [epochs[shard] for shard in held], node))}
+    for t in transitions:
+        shard = shard_of(t.state.service_id)
+        if shard not in confirmed:
+            raise ShardLostError(t.state.service_id, shard, node, epochs.get(shard))
 
 
 def _insert_effects(db: Connection, notes: list[Notify], records: list[Record],

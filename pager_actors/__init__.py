@@ -19,6 +19,7 @@ from pager_actors.domain import (
 )
 from pager_actors.errors import (
     DeadLetterError,
+    ForwardTimeoutError,
     NotOwnerError,
     PagerOverloadedError,
     PagerStoppedError,
@@ -31,6 +32,7 @@ __all__ = [
     "DeadLetterError",
     "EmailTarget",
     "EscalationPolicy",
+    "ForwardTimeoutError",
     "Health",
     "Level",
     "NotOwnerError",

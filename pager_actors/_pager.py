@@ -343,6 +343,11 @@ class Pager:
         log.info("shards_abandoned", shards=len(gone), graceful=graceful,
                  pages_left_pending=left_pending)
 
+    def accepting(self) -> frozenset[int]:
+        """The shards whose new commands run here (adopted, not being handed over): those
+        whose forwarded commands this node should take."""
+        return self._cluster().accepting
+
     def _cluster(self) -> HeldShards:
         if self._held is None:
             raise RuntimeError("adopt() and abandon() need Pager.start(ownership=...)")

@@ -58,6 +58,11 @@ class HeldShards:
         """The shards run here, draining ones included."""
         return self._running
 
+    @property
+    def accepting(self) -> frozenset[int]:
+        """The shards whose new commands run here: adopted and not draining."""
+        return self._running - self._draining
+
     def accepts(self, service_id: str) -> bool:
         """New commands for the service run here."""
         shard = shard_of(service_id, self._shards)

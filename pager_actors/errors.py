@@ -30,3 +30,36 @@ class NotOwnerError(PagerError):
         super().__init__(f"service {service_id!r} (shard {shard}) is not owned by this node")
         self.service_id = service_id
         self.shard = shard
+
+
+class ForwardTimeoutError(PagerError):
+    """A forwarded command got no answer from its owner in time (issue 11).
+
+    `applied` says what the forwarder could establish: False, no node ever took the
+    command, and it never will (it is withdrawn): sending it again is safe; None, a node
+    took it (or the forwarder could not check) but no answer came: whether it was
+    applied is unknown, so look at the service before sending it again.
+    """
+
+    def __init__(self, service_id: str, timeout: float, applied: bool | None,
+                 detail: str | None = None) -> None:
+        if applied is False:
+            text = (f"no node took the command for service {service_id!r} within "
+                    f"{timeout:g} s; it was not applied: send it again")
+        else:
+            text = (f"no answer for service {service_id!r} within {timeout:g} s: "
+                    f"{detail or 'a node took the command but did not answer'}; whether "
+                    "it was applied is unknown")
+        super().__init__(text)
+        self.service_id = service_id
+        self.timeout = timeout
+        self.applied = applied
+
+
+class OwnerFailedError(PagerError):
+    """The node that ran a forwarded command failed with an error this node cannot
+    rebuild (not one of the engine's, the store's or ValueError): its type and words."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"the owner failed: {kind}: {message}")
+        self.kind = kind

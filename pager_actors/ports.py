@@ -204,6 +204,20 @@ class TransitionRefusedError(StoreError):
         self.service_id = service_id
 
 
+class ShardLostError(TransitionRefusedError):
+    """The node no longer holds its service's shard lease at the epoch it holds it by (the
+    fencing token): another node may run the service now, so nothing of this transition
+    was written. The rest of its batch can still commit."""
+
+    def __init__(self, service_id: str, shard: int, node: str, epoch: int | None) -> None:
+        held = f"at epoch {epoch}" if epoch is not None else "(this node holds no epoch of it)"
+        super().__init__(service_id, f"shard {shard} is no longer leased to node {node!r} "
+                                     f"{held}")
+        self.shard = shard
+        self.node = node
+        self.epoch = epoch
+
+
 class VersionConflictError(TransitionRefusedError):
     """A transition was decided on a state that is no longer the stored one."""
 

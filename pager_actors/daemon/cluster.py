@@ -89,9 +89,11 @@ class Node:
     `refresh` is called every REFRESH_SECONDS on a thread of its own (what other nodes
     may have changed: the overrides)."""
 
-    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding,
-                 refresh: Callable[[], None] | None = None) -> None:
+    def __init__(self, node_id: str, leases: Leases, forwarding: Forwarding, *,
+                 hand_over_timeout: float, refresh: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
+        # No lease is renewed while a hand-over runs: it must end well before they lapse.
+        self.hand_over_timeout = hand_over_timeout
         self.leases = leases
         self.forwarding = forwarding
         self._refresh = refresh
@@ -102,7 +104,7 @@ class Node:
         """Serve forwarded commands, then take this node's share of the shards."""
         self._pager = pager
         self.forwarding.serve(lambda service_id, command: pager.submit(
-            service_id, command, forward=False), self.leases.held)
+            service_id, command, forward=False), pager.accepting)
         self.leases.start(self._adopt, self._abandon)
         if self._refresh is not None:
             threading.Thread(target=self._refreshing, args=(self._refresh,),
@@ -123,13 +125,13 @@ class Node:
 
     def _abandon(self, shards: frozenset[int], graceful: bool) -> None:
         assert self._pager is not None
-        self._pager.abandon(shards, graceful=graceful)
+        self._pager.abandon(shards, graceful=graceful, timeout=self.hand_over_timeout)
 
-    def leave(self, timeout: float = 10.0) -> None:
+    def leave(self) -> None:
         """Hand every shard over (graceful), then stop forwarding. Safe to call twice."""
         self._leaving.set()
         try:
-            self.leases.stop(timeout=timeout)
+            self.leases.stop(timeout=self.hand_over_timeout + 5)
         finally:
             with contextlib.suppress(Exception):
                 self.forwarding.close()

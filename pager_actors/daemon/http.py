@@ -60,7 +60,12 @@ from pager_actors.daemon.rotations import RotationsApi
 from pager_actors.domain import PagerError, UnknownServiceError
 from pager_actors.domain.model import MAX_WINDOW
 from pager_actors.domain.timeline import summarize
-from pager_actors.errors import DeadLetterError, PagerOverloadedError, PagerStoppedError
+from pager_actors.errors import (
+    DeadLetterError,
+    ForwardTimeoutError,
+    PagerOverloadedError,
+    PagerStoppedError,
+)
 from pager_actors.oncall.directory import OnCall
 from pager_actors.ports import StoreError
 
@@ -72,6 +77,7 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
     (PagerStoppedError, 503),
     (PagerOverloadedError, 503),
     (StoreError, 503),
+    (ForwardTimeoutError, 504),  # the owner did not answer: whether applied, it says
     (PagerError, 503),  # ServiceQuarantinedError and the rest
 ]
 

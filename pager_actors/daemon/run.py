@@ -13,10 +13,17 @@ Start order, so that a daemon that cannot serve sends nothing:
 4. `daemon_listening`, then uvicorn serves the socket.
 Steps 1 and 2 raise StartupRefused: one line for the operator, exit code 2.
 
+With a PostgreSQL state the daemon is a node of a cluster (daemon/cluster.py):
+after the Pager starts, owning nothing, the node serves commands forwarded to
+it and takes its share of the shard leases, adopting their services; SIGTERM
+hands them over before the pager stops.
+
 SIGHUP reloads the services, their policies and the users (`Reloader`); the
-web console reads the users in force on every request. SIGTERM/SIGINT:
-uvicorn stops accepting and finishes in-flight requests, then the pager drains
-and stops its actors, then the timer and the store close. Exit code 0.
+web console reads the users in force on every request. In a cluster the
+node's config hash follows, so that nodes left on the old config are flagged.
+SIGTERM/SIGINT: uvicorn stops accepting and finishes in-flight requests, then
+(in a cluster) the node hands its shards over, then the pager drains and stops
+its actors, then the timer and the store close. Exit code 0.
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ import socket
 import ssl
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
+from adapters.pg_cluster import LeaseKeeper
+from adapters.pg_forward import PgForwarder
 from adapters.postgres import PostgresStore
 from adapters.smtp import SmtpMailSender
 from adapters.sqlite import SqliteStore
@@ -43,14 +53,16 @@ from pager_actors._pager import Pager
 from pager_actors._throttle import Throttle, Throttling
 from pager_actors.console import create_console
 from pager_actors.daemon import replies
+from pager_actors.daemon.cluster import Node
 from pager_actors.daemon.config import (
     Config,
     ConfigError,
     PostgresState,
     ServerConfig,
+    config_hash,
     load_config,
 )
-from pager_actors.daemon.http import create_app
+from pager_actors.daemon.http import COMMIT_TIMEOUT, create_app
 from pager_actors.daemon.metrics import Metrics
 from pager_actors.daemon.server import build_server
 from pager_actors.domain import Contact, EscalationPolicy, Health, PageFormat
@@ -62,6 +74,9 @@ from pager_actors.ports import MailSender, SmsSender, StateStore, StoreError
 log = get_logger("pager_actors.daemon")
 
 GRACEFUL_SECONDS = 4
+# A forwarded command's owner must answer within this: the forwarder's 504, which says
+# whether the command was applied, comes before the HTTP layer's own (COMMIT_TIMEOUT).
+FORWARD_TIMEOUT = COMMIT_TIMEOUT - 0.5
 
 
 class StartupRefused(Exception):
@@ -126,6 +141,33 @@ def open_store(config: Config) -> StateStore:
         raise StartupRefused(str(error)) from error
 
 
+def cluster_node(config: Config, store: StateStore, oncall: OnCall) -> Node | None:
+    """With a PostgreSQL state, this daemon is a node of a cluster: its lease keeper fences
+    the store's commits, and its forwarder carries commands to the other nodes."""
+    state = config.pager.state
+    if not isinstance(state, PostgresState):
+        return None
+    assert isinstance(store, PostgresStore)
+    node_id = config.cluster.node_id(config.server.port)
+    try:
+        keeper = LeaseKeeper(state.url, node=node_id,
+                             ttl=config.cluster.lease_ttl.total_seconds(),
+                             config_hash=config_hash(config))
+    except StoreError as error:
+        raise StartupRefused(str(error)) from error
+    try:
+        forwarder = PgForwarder(state.url, node=node_id, timeout=FORWARD_TIMEOUT)
+    except StoreError as error:
+        keeper.stop()
+        raise StartupRefused(str(error)) from error
+    store.set_fence(keeper.fence)
+    # A graceful hand-over (a node joined, or this one stops) must end well before the
+    # leases, which are not renewed meanwhile, would lapse: ttl - ttl/4 at the latest.
+    return Node(node_id, keeper, forwarder,
+                hand_over_timeout=min(10.0, config.cluster.lease_ttl.total_seconds() * 0.4),
+                refresh=lambda: oncall.refresh(datetime.now(UTC)))
+
+
 def listen_socket(server: ServerConfig) -> socket.socket:
     """Bind and listen now, before recovery, so a port in use costs no resent page."""
     family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
@@ -163,12 +205,13 @@ def run(config: Config) -> int:
     store = open_store(config)
     try:
         sock = listen_socket(config.server)
+        oncall = OnCall(config.users, config.rotations, store)
+        node = cluster_node(config, store, oncall)
     except StartupRefused:
         store.close()
         raise
     timer = ThreadedTimer()
     policies = InMemoryPolicyRepository(config.services)
-    oncall = OnCall(config.users, config.rotations, store)
     mail, sms = mail_sender(config), sms_sender(config)
     pager = Pager.start(
         policies=policies, mail=mail, sms=sms, timer=timer,
@@ -185,9 +228,20 @@ def run(config: Config) -> int:
         mail_concurrency=config.mail.max_concurrency, sms_concurrency=config.sms.max_concurrency,
         resolver=oncall.resolve,
         throttle=throttling(config),
+        ownership=node.leases if node is not None else None,
+        forwarder=node.forwarding if node is not None else None,
     )
-    metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag))
-    reloader = Reloader(config, policies, pager, oncall)
+    if node is not None:
+        try:
+            node.join(pager)
+        except StoreError as error:  # PostgreSQL went away since the store opened
+            pager.stop(timeout=5)
+            node.leave()
+            store.close()
+            raise StartupRefused(str(error)) from error
+    metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag),
+                      cluster=node.figures if node is not None else None)
+    reloader = Reloader(config, policies, pager, oncall, node=node)
 
     def who(channel: str, contact: Contact) -> str:
         """`by` for a page answered by link or SMS: the user's id, else the masked contact."""
@@ -199,13 +253,14 @@ def run(config: Config) -> int:
                          pager, links=links(config), public_url=config.server.public_url,
                          twilio_token=config.sms.auth_token if config.replies else None,
                          who=who),
-                     console=console_app(pager, config, policies, reloader))
+                     console=console_app(pager, config, policies, reloader), node=node)
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     for warning in config.warnings:
         log.warning("config_warning", warning=warning)
     log.info("daemon_listening", host=config.server.host, port=config.server.port,
              services=len(config.services), state=str(config.pager.state),
-             mail=config.mail.kind, sms=config.sms.kind)
+             mail=config.mail.kind, sms=config.sms.kind,
+             node=node.node_id if node is not None else None)
     # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
     # handler that was there before: make that one a no-op, so the shutdown below runs
     # and the process exits 0.
@@ -217,6 +272,8 @@ def run(config: Config) -> int:
     finally:
         log.info("daemon_stopping")
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if node is not None:  # hand the shards over before the pager stops
+            node.leave()
         pager.stop(timeout=5)
         for sender in (mail, sms):  # QUIT pooled SMTP connections, close HTTP ones
             close = getattr(sender, "close", None)
@@ -242,11 +299,12 @@ class Reloader:
     """
 
     def __init__(self, config: Config, policies: InMemoryPolicyRepository, pager: Pager,
-                 oncall: OnCall | None = None) -> None:
+                 oncall: OnCall | None = None, node: Node | None = None) -> None:
         self._config = config
         self._policies = policies
         self._pager = pager
         self._oncall = oncall
+        self._node = node
         self._lock = threading.Lock()
 
     @property
@@ -290,6 +348,8 @@ class Reloader:
                 self._oncall.replace(new.users, new.rotations)
             self._config = replace(self._config, services=(*new.services, *kept),
                                    users=new.users, rotations=new.rotations)
+            if self._node is not None:  # the other nodes compare it with theirs
+                self._node.leases.set_config_hash(config_hash(self._config))
             # Logged once all of it is in force: whoever reads this sees the new tables.
             log.info("config_reloaded", services=len(new_ids), users=len(new.users),
                      added=sorted(new_ids - old_ids),

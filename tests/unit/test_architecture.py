@@ -48,7 +48,7 @@ def test_domain_imports_only_stdlib_and_itself():
         for name in imports_of(path):
             top = name.split(".")[0]
             assert top in sys.stdlib_module_names or name.startswith(
-                ("pager_actors.domain", "pager_actors.oncall")), (
+                ("pager_actors.domain", "pager_actors.oncall", "pager_actors.cluster.shards")), (
                 f"{path.relative_to(ROOT)} imports {name}")
 
 
@@ -65,12 +65,14 @@ def test_the_cluster_package_imports_only_stdlib_and_the_domain():
 
 def test_adapters_never_import_the_actor_runtime():
     """Adapters see only the domain, the on-call arithmetic, the shard map, the ports (the
-    engine's and the console's), the scheduler and the loggers, never actors."""
+    engine's and the console's), the engine's errors, the scheduler and the loggers, never
+    actors."""
     for path in modules("adapters"):
         for name in imports_of(path):
             allowed = (not name.startswith(("pager_actors", "pykka"))
                        or name.startswith(("pager_actors.domain", "pager_actors.ports",
-                                           "pager_actors.scheduler", "pager_actors.logs",
+                                           "pager_actors.errors", "pager_actors.scheduler",
+                                           "pager_actors.logs",
                                            "pager_actors.oncall", "pager_actors.cluster",
                                            "pager_actors.console.ports")))
             assert allowed, f"{path.relative_to(ROOT)} imports {name}"
