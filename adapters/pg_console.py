@@ -2,7 +2,7 @@
 shared by every node of a cluster (issue 11), so any node serves any request.
 
 The tables are NOT created here: they belong to PostgresStore's versioned
-migrations (`CONSOLE_SCHEMA` is its schema v3), which the daemon runs when it
+migrations (its schema v3), which the daemon runs when it
 opens its store, before it opens this. This module only reads and writes their
 rows, and refuses to open on a database that does not have them.
 
@@ -41,9 +41,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from adapters.postgres import PostgresTarget
 from pager_actors.console.ports import (
     ACCOUNT_KEY_CHARS,
     SESSION_LIFETIME,
@@ -57,30 +57,7 @@ from pager_actors.console.ports import (
 from pager_actors.domain.people import User
 from pager_actors.ports import StoreError
 
-# The console tables: PostgresStore's schema v3 (its migration runs these; tests run them
-# on a fresh database).
-CONSOLE_SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE console_sessions (
-        id_digest  TEXT PRIMARY KEY,
-        user_id    TEXT NOT NULL,
-        csrf       TEXT NOT NULL,
-        credential TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL,
-        expires_at TIMESTAMPTZ NOT NULL,
-        flash_kind TEXT,
-        flash_text TEXT)""",
-    "CREATE INDEX console_sessions_expiry ON console_sessions (expires_at)",
-    """CREATE TABLE login_failures (
-        id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        scope TEXT NOT NULL CHECK (scope IN ('account', 'client', 'overall')),
-        key   TEXT NOT NULL,
-        at    TIMESTAMPTZ NOT NULL)""",
-    "CREATE INDEX login_failures_window ON login_failures (scope, key, at)",
-    "CREATE INDEX login_failures_at ON login_failures (at)",
-    """CREATE TABLE console_keys (
-        name TEXT PRIMARY KEY,
-        key  BYTEA NOT NULL CHECK (octet_length(key) >= 32))""",
-)
+# The console's tables, created by PostgresStore's schema v3 (adapters/postgres.py).
 CONSOLE_TABLES = ("console_sessions", "login_failures", "console_keys")
 
 PRUNE_BATCH = 100  # rows past their time deleted at most, per call that prunes
@@ -88,10 +65,6 @@ LOGIN_FORM_KEY = "login_form"
 MAX_SESSION_ID_CHARS = 128  # a cookie longer than any id we issue is no session
 STATEMENT_TIMEOUT = "5s"  # a page waits no longer on a row lock or a stuck disk
 IDLE_IN_TRANSACTION_TIMEOUT = "15s"
-# As the store's: a dead server or network is noticed in seconds, not when TCP gives up.
-_CONNECTION_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "10",
-                        "keepalives_interval": "5", "keepalives_count": "3",
-                        "tcp_user_timeout": "15000"}
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -109,18 +82,10 @@ class PgConsoleState:
 
     def __init__(self, dsn: str, *, timeout: float = 5.0, connections: int = 4,
                  application_name: str = "pager-actors-console") -> None:
-        try:
-            given = conninfo_to_dict(dsn)
-        except psycopg.Error:
-            raise StoreError("not a PostgreSQL URL or connection string (its text is not "
-                             "shown: it may hold a password)") from None
-        self._secret = str(given.get("password") or "")
-        host = str(given.get("host") or given.get("hostaddr") or "localhost")
-        self.where = (f"PostgreSQL at {host}:{given.get('port') or 5432}/"
-                      f"{given.get('dbname') or given.get('user') or ''}")
+        self._target = PostgresTarget.parse(dsn, application_name=application_name)
+        self.where = self._target.where
         self._timeout = timeout
-        params: dict[str, Any] = {**_CONNECTION_DEFAULTS, "application_name": application_name,
-                                  **given, "autocommit": True}
+        params: dict[str, Any] = {**self._target.params, "autocommit": True}
         self._check_tables(params)
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             kwargs=params, min_size=1, max_size=max(connections, 1), open=False,
@@ -148,11 +113,7 @@ class PgConsoleState:
                              "the PostgreSQL store creates them (schema v3) when it opens")
 
     def _reason(self, error: BaseException) -> str:
-        """PostgreSQL's own words (first line), never the password."""
-        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if self._secret:
-            text = text.replace(self._secret, "****")
-        return text or type(error).__name__
+        return self._target.reason(error) or type(error).__name__
 
     def run(self, what: str, work: Callable[[Connection], T]) -> T:
         """`work` on a pooled autocommit connection; its failure is StoreError naming `what`."""

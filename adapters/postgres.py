@@ -91,7 +91,7 @@ from pager_actors.ports import (
 
 log = get_logger("pager_actors.adapters.postgres")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEEP_DELIVERED = timedelta(days=7)
 PROBE_BYTES = 8192
 # The advisory lock every pager process takes to migrate: one key they all agree on.
@@ -101,7 +101,8 @@ STATEMENT_TIMEOUT = "30s"  # no call waits on PostgreSQL forever (a lock, a stuc
 # (a connection cut before its COMMIT), and the server ends it, freeing its row locks.
 IDLE_IN_TRANSACTION_TIMEOUT = "15s"
 
-_TABLES = {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes", "commands"}
+_TABLES = {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes", "commands",
+           "console_sessions", "login_failures", "console_keys"}
 
 _SCHEMA_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -196,7 +197,32 @@ _SCHEMA_V2 = (
     "CREATE INDEX commands_waiting ON commands (shard, id) WHERE taken_by IS NULL",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# v3, the console in a cluster: its sessions (by the SHA-256 of their id), failed logins
+# and the login form's key, shared by every node (adapters/pg_console.py).
+_SCHEMA_V3 = (
+    """CREATE TABLE console_sessions (
+        id_digest  TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        csrf       TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        flash_kind TEXT,
+        flash_text TEXT)""",
+    "CREATE INDEX console_sessions_expiry ON console_sessions (expires_at)",
+    """CREATE TABLE login_failures (
+        id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        scope TEXT NOT NULL CHECK (scope IN ('account', 'client', 'overall')),
+        key   TEXT NOT NULL,
+        at    TIMESTAMPTZ NOT NULL)""",
+    "CREATE INDEX login_failures_window ON login_failures (scope, key, at)",
+    "CREATE INDEX login_failures_at ON login_failures (at)",
+    """CREATE TABLE console_keys (
+        name TEXT PRIMARY KEY,
+        key  BYTEA NOT NULL CHECK (octet_length(key) >= 32))""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 # A transition's own fault (a value PostgreSQL cannot hold, a broken constraint, text UTF-8
 # cannot encode): that transition is refused and the rest of its batch can commit.

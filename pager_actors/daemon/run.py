@@ -36,12 +36,14 @@ import ssl
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.applications import Starlette
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
 from adapters.pg_cluster import LeaseKeeper
+from adapters.pg_console import PgConsoleState
 from adapters.pg_forward import PgForwarder
 from adapters.postgres import PostgresStore
 from adapters.smtp import SmtpMailSender
@@ -141,6 +143,17 @@ def open_store(config: Config) -> StateStore:
         raise StartupRefused(str(error)) from error
 
 
+def console_state(config: Config) -> PgConsoleState | None:
+    """In a cluster, the console's shared state (its tables come with the store's schema)."""
+    state = config.pager.state
+    if not isinstance(state, PostgresState):
+        return None
+    try:
+        return PgConsoleState(state.url)
+    except StoreError as error:
+        raise StartupRefused(str(error)) from error
+
+
 def cluster_node(config: Config, store: StateStore, oncall: OnCall) -> Node | None:
     """With a PostgreSQL state, this daemon is a node of a cluster: its lease keeper fences
     the store's commits, and its forwarder carries commands to the other nodes."""
@@ -186,34 +199,30 @@ def listen_socket(server: ServerConfig) -> socket.socket:
 
 
 def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository,
-                reloader: Reloader) -> Starlette:
-    """The web console, over what is in force: the policies and users of the last reload."""
+                reloader: Reloader, shared: PgConsoleState | None = None) -> Starlette:
+    """The web console, over what is in force: the policies and users of the last reload.
+    `shared`: in a cluster, its sessions, failed logins and login-form key live in
+    PostgreSQL, so that any node serves any request."""
     public_url = config.server.public_url or ""
+    stores: dict[str, Any] = {}
+    if shared is not None:
+        try:
+            stores = {"sessions": shared.sessions(), "limiter": shared.limiter(),
+                      "login_key": shared.login_key()}
+        except StoreError as error:
+            raise StartupRefused(str(error)) from error
     return create_console(pager, service_ids=policies.service_ids, policy=policies.get,
                           users=lambda: reloader.config.users,
                           ack_timeout=config.pager.ack_timeout,
                           secure_cookies=public_url.startswith("https://"),
-                          trusted_proxies=config.server.trusted_proxies)
+                          trusted_proxies=config.server.trusted_proxies, **stores)
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM or SIGINT; return the process exit code.
-
-    Raises StartupRefused (before anything is sent) when the state or the
-    port cannot be had.
-    """
-    store = open_store(config)
-    try:
-        sock = listen_socket(config.server)
-        oncall = OnCall(config.users, config.rotations, store)
-        node = cluster_node(config, store, oncall)
-    except StartupRefused:
-        store.close()
-        raise
-    timer = ThreadedTimer()
-    policies = InMemoryPolicyRepository(config.services)
-    mail, sms = mail_sender(config), sms_sender(config)
-    pager = Pager.start(
+def start_pager(config: Config, *, policies: InMemoryPolicyRepository, store: StateStore,
+                timer: ThreadedTimer, mail: MailSender, sms: SmsSender, oncall: OnCall,
+                node: Node | None) -> Pager:
+    """The engine, as the config says; in a cluster it owns nothing until the node joins."""
+    return Pager.start(
         policies=policies, mail=mail, sms=sms, timer=timer,
         ack_timeout=config.pager.ack_timeout, store=store,
         passivate_after=config.pager.passivate_after,
@@ -231,6 +240,49 @@ def run(config: Config) -> int:
         ownership=node.leases if node is not None else None,
         forwarder=node.forwarding if node is not None else None,
     )
+
+
+def shut_down(*, node: Node | None, pager: Pager, senders: tuple[object, ...],
+              timer: ThreadedTimer, shared: PgConsoleState | None, store: StateStore) -> None:
+    """After uvicorn stopped: hand the shards over (in a cluster), then stop the pager, close
+    the senders, the timer and the stores."""
+    if node is not None:  # hand the shards over before the pager stops
+        node.leave()
+    pager.stop(timeout=5)
+    for sender in senders:  # QUIT pooled SMTP connections, close HTTP ones
+        close = getattr(sender, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # a send hung past the stop may race it
+                close()
+    timer.close()
+    if shared is not None:
+        shared.close()
+    store.close()
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT; return the process exit code.
+
+    Raises StartupRefused (before anything is sent) when the state or the
+    port cannot be had.
+    """
+    store = open_store(config)
+    shared: PgConsoleState | None = None
+    try:
+        sock = listen_socket(config.server)
+        oncall = OnCall(config.users, config.rotations, store)
+        shared = console_state(config)
+        node = cluster_node(config, store, oncall)
+    except StartupRefused:
+        if shared is not None:
+            shared.close()
+        store.close()
+        raise
+    timer = ThreadedTimer()
+    policies = InMemoryPolicyRepository(config.services)
+    mail, sms = mail_sender(config), sms_sender(config)
+    pager = start_pager(config, policies=policies, store=store, timer=timer, mail=mail,
+                        sms=sms, oncall=oncall, node=node)
     if node is not None:
         try:
             node.join(pager)
@@ -253,7 +305,7 @@ def run(config: Config) -> int:
                          pager, links=links(config), public_url=config.server.public_url,
                          twilio_token=config.sms.auth_token if config.replies else None,
                          who=who),
-                     console=console_app(pager, config, policies, reloader), node=node)
+                     console=console_app(pager, config, policies, reloader, shared), node=node)
     server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
     for warning in config.warnings:
         log.warning("config_warning", warning=warning)
@@ -272,16 +324,8 @@ def run(config: Config) -> int:
     finally:
         log.info("daemon_stopping")
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        if node is not None:  # hand the shards over before the pager stops
-            node.leave()
-        pager.stop(timeout=5)
-        for sender in (mail, sms):  # QUIT pooled SMTP connections, close HTTP ones
-            close = getattr(sender, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):  # a send hung past the stop may race it
-                    close()
-        timer.close()
-        store.close()
+        shut_down(node=node, pager=pager, senders=(mail, sms), timer=timer, shared=shared,
+                  store=store)
         sock.close()
         log.info("daemon_stopped")
     return 0 if server.started else 1

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from adapters.pg_console import CONSOLE_SCHEMA, PRUNE_BATCH, PgConsoleState
+from adapters.pg_console import PRUNE_BATCH, PgConsoleState
+from adapters.postgres import PostgresStore
 from pager_actors.console.ports import LoginLimits, Refusal, Session
 from pager_actors.domain.people import User
 from pager_actors.ports import StoreError
@@ -26,8 +27,7 @@ def sql(dsn: str, query: str, params: tuple = ()) -> list[tuple]:
 
 @pytest.fixture
 def console_db(pg_dsn):
-    for statement in CONSOLE_SCHEMA:
-        sql(pg_dsn, statement)
+    PostgresStore(pg_dsn).close()  # its migration creates the console's tables
     return pg_dsn
 
 

@@ -13,7 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from adapters.pg_console import CONSOLE_SCHEMA, PgConsoleState
+from adapters.pg_console import PgConsoleState
+from adapters.postgres import PostgresStore
 from pager_actors.console.limits import LoginLimits
 from tests.console.conftest import PASSWORD, cheap_hash, csrf_of, log_in
 
@@ -32,9 +33,7 @@ class Balancer:
 @pytest.fixture
 def console_db(pg_dsn):
     """A database with the console's tables, as the store's schema v3 makes them."""
-    with psycopg.connect(pg_dsn, autocommit=True) as db:
-        for statement in CONSOLE_SCHEMA:
-            db.execute(statement)
+    PostgresStore(pg_dsn).close()  # its migration creates the console's tables
     return pg_dsn
 
 
