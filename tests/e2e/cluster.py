@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from tests.pg import PASSWORD
 
 
 class Cluster:
-    """`size` daemons with one config but their own port and node name, one database.
+    """`size` daemons with one config but their own port and node name, one database;
+    `server` and `sms` are lines added to those sections of every node's config.
 
     The config names the database without its password; PAGER_STATE gives it
     whole, as a deployment would.
@@ -27,8 +29,12 @@ class Cluster:
 
     def __init__(self, tmp_path: Path, dsn: str, *, smtp_port: int, sms_url: str,
                  services: str, size: int = 3, ack_timeout: str = "2s",
-                 lease_ttl: str = "3s", seed: int = 0) -> None:
+                 lease_ttl: str = "3s", seed: int = 0, server: str = "", sms: str = "") -> None:
         self.dsn = dsn
+        self.headers: dict[str, str] = {}
+        token = re.search(r'token = "([^"]+)"', server)
+        if token:  # the API asks for it: every request of the cluster's carries it
+            self.headers = {"Authorization": f"Bearer {token[1]}"}
         self.random = random.Random(seed)
         self.daemons: list[Daemon] = []
         for i in range(size):
@@ -36,6 +42,8 @@ class Cluster:
             text = config_text(port=port, state=dsn.replace(f":{PASSWORD}@", "@"),
                                smtp_port=smtp_port, sms_url=sms_url, ack_timeout=ack_timeout,
                                services=services)
+            text = text.replace("[server]\n", f"[server]\n{server}", 1).replace(
+                'kind = "twilio"\n', f'kind = "twilio"\n{sms}', 1)
             text += f'\n[cluster]\nnode = "node-{i}"\nlease_ttl = "{lease_ttl}"\n'
             config = tmp_path / f"node-{i}.toml"
             config.write_text(text)
@@ -100,14 +108,16 @@ class Cluster:
         return self.random.choice([d for d in self.daemons
                                    if d.proc is not None and d.proc.poll() is None])
 
-    def api(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        return self.any().api(method, path, **kwargs)
+    def api(self, method: str, path: str, via: Daemon | None = None, **kwargs: object
+            ) -> httpx.Response:
+        """A request to `via`, or to a running daemon at random, with the API's token."""
+        return (via or self.any()).api(method, path, headers=self.headers, **kwargs)
 
     def alert(self, service_id: str, message: str = "down", key: str | None = None,
               via: Daemon | None = None) -> httpx.Response:
         body = {"service_id": service_id, "message": message,
                 **({"key": key} if key is not None else {})}
-        return (via or self.any()).api("POST", "/api/v1/alerts", json=body)
+        return self.api("POST", "/api/v1/alerts", via=via, json=body)
 
     def logs(self) -> str:
         return "\n".join(d.log.read_text(errors="replace") for d in self.daemons

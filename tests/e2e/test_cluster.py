@@ -8,15 +8,18 @@ its own daemons, on 127.0.0.1, with a 3 s lease TTL unless it says otherwise.
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import threading
 import time
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from pager_actors.cluster import SHARDS, shard_of
+from pager_actors.daemon.replies import twilio_signature
 from tests.e2e.cluster import Cluster, number, paused, services_text
 from tests.e2e.daemon import wait_for
 from tests.e2e.test_daemon import metric
@@ -246,3 +249,84 @@ def test_a_storm_with_kills_and_restarts_loses_no_alert_and_no_timer(make_cluste
         for first, again in itertools.pairwise(times):
             assert any(first <= kill <= again for kill in kills), (
                 f"{to} paged twice with no kill between")
+
+
+PEOPLE = """
+[[users]]
+id = "alice"
+name = "Alice"
+contacts = ["sms:+33600000001"]
+
+[[users]]
+id = "bob"
+name = "Bob"
+contacts = ["sms:+33600000002"]
+
+[[rotations]]
+id = "primary"
+time_zone = "UTC"
+shift = "1d"
+start = "2026-01-01T09:00"
+users = ["alice", "bob"]
+
+[[services]]
+id = "checkout"
+levels = [["rotation:primary"], ["sms:+33600000009"]]
+"""
+
+
+def test_overrides_reply_codes_windows_and_timelines_work_from_any_node(
+        make_cluster, gateways):
+    """An override made through one node pages its user from the owner; an SMS reply to a
+    node that does not own the service acknowledges it; a maintenance window started,
+    hit and ended through three different nodes holds the alert, then pages it; the
+    timeline reads the same from every node."""
+    _, sms = gateways
+    public = "http://pager.example"
+    cluster = make_cluster(
+        PEOPLE + services_text(1, prefix="search"), ack_timeout="1h",
+        server=f'public_url = "{public}"\nsecret = "{"s" * 40}"\ntoken = "t0ken"\n',
+        sms="max_per_contact = 0\n").start()
+    a, b, c = cluster.daemons
+    numbers = {"alice": "+33600000001", "bob": "+33600000002"}
+
+    def on_call(daemon) -> str:
+        return cluster.api("GET", "/api/v1/rotations/primary/oncall", via=daemon).json()["user"]
+
+    today = on_call(a)
+    other = "bob" if today == "alice" else "alice"
+    now = datetime.now(UTC)
+    made = cluster.api("POST", "/api/v1/rotations/primary/overrides", via=a, json={
+        "user": other, "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat()})
+    assert made.status_code == 201, made.text
+    wait_for(lambda: all(on_call(d) == other for d in cluster.daemons), 10,
+             "every node sees the override")
+    assert cluster.alert("checkout", via=b).status_code == 202
+    wait_for(lambda: sent_to(sms)[numbers[other]], 10, "the page to the override's user")
+    [page] = [m for m in sms.messages if m.to == numbers[other]]
+    code = re.search(r"Reply ACK (\d{4,6}) to acknowledge", page.body)[1]
+    assert int(code) % SHARDS == shard_of("checkout")
+
+    stranger = next(d for d in cluster.daemons if d is not cluster.owner("checkout"))
+    params = [("AccountSid", "AC42"), ("Body", f"ACK {code}"), ("From", numbers[other]),
+              ("MessageSid", "SM1"), ("To", "+15550000000")]
+    signature = twilio_signature(b"tok", f"{public}/api/v1/sms/inbound", params)
+    replied = httpx.post(f"{stranger.url}/api/v1/sms/inbound", data=dict(params),
+                         headers={"X-Twilio-Signature": signature}, timeout=10)
+    assert "checkout #1 acknowledged" in replied.text, replied.text
+    for daemon in cluster.daemons:
+        incident = cluster.api("GET", "/api/v1/services/checkout/incidents/1", via=daemon)
+        assert [e["by"] for e in incident.json()["timeline"]
+                if e["event"] == "acknowledged"] == [f"sms:{other}"]
+
+    window = cluster.api("POST", "/api/v1/services/search-0/maintenance", via=a, json={
+        "end": (now + timedelta(hours=1)).isoformat(), "reason": "deploy"})
+    assert window.status_code == 201, window.text
+    held = cluster.alert("search-0", via=b)
+    assert held.status_code == 202 and held.json()["event"] == "suppressed"
+    ended = cluster.api("DELETE", f"/api/v1/services/search-0/maintenance/{window.json()['id']}",
+                        via=c)
+    assert ended.status_code == 200, ended.text
+    wait_for(lambda: sent_to(sms)[number(0, 1)], 10, "the held alert paged at the window's end")
+    assert sent_to(sms)[numbers[today]] == 0
