@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/bench_http.py
 	$(BIN)/python bench/bench_slowloris.py
 	$(BIN)/python bench/bench_delivery.py
+	$(BIN)/python bench/bench_cluster.py
 
 # The image installs exactly the versions pinned in docker/constraints.txt.
 image:

@@ -122,6 +122,9 @@ def test_a_paused_node_commits_and_sends_nothing_for_the_shards_it_lost(
     owner = cluster.owner("svc-0")
     assert cluster.alert("svc-0", via=cluster.others(owner)[0]).status_code == 202
     wait_for(lambda: sent_to(sms)[number(0, 1)], 10, "level 1")
+    # Level 1's outcome recorded first: no page is in flight at the pause, so none may repeat.
+    wait_for(lambda: [status for *_, status in cluster.outbox("svc-0")] == ["delivered"], 10,
+             "level 1 marked delivered")
     with paused(owner):
         wait_for(lambda: cluster.leases()[shard_of("svc-0")] not in (
             None, f"node-{cluster.daemons.index(owner)}"), 4 * TTL, "a survivor's lease")
