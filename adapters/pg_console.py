@@ -52,7 +52,7 @@ from pager_actors.console.ports import (
     Refusal,
     Session,
     account_key,
-    credential,
+    new_session,
 )
 from pager_actors.domain.people import User
 from pager_actors.ports import StoreError
@@ -162,8 +162,7 @@ class PgSessions:
         return self._lifetime
 
     def create(self, user: User) -> Session:
-        session = Session(secrets.token_urlsafe(32), user.id, secrets.token_urlsafe(32),
-                          credential(user))
+        session = new_session(user)
         # Each login prunes a bounded batch of expired sessions: there are never more
         # expired rows than logins, so the table stays bounded by the live ones.
         self._state.run("start a session", lambda db: db.execute(

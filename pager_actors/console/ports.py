@@ -15,6 +15,7 @@ implement it without importing the console.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +47,12 @@ class Session:
     user_id: str
     csrf: str
     credential: str
+
+
+def new_session(user: User) -> Session:
+    """A session for `user`: a fresh random id (256 bits) and CSRF token."""
+    return Session(secrets.token_urlsafe(32), user.id, secrets.token_urlsafe(32),
+                   credential(user))
 
 
 class Sessions(Protocol):

@@ -10,13 +10,18 @@ out; a cluster keeps them in its database instead (`adapters.pg_console`).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pager_actors.console.ports import SESSION_LIFETIME, Flash, Session, credential
+from pager_actors.console.ports import (
+    SESSION_LIFETIME,
+    Flash,
+    Session,
+    credential,
+    new_session,
+)
 from pager_actors.domain.people import User
 
 __all__ = ["MAX_SESSIONS", "SESSION_LIFETIME", "Session", "SessionStore", "credential"]
@@ -46,8 +51,7 @@ class SessionStore:
         return self._lifetime
 
     def create(self, user: User) -> Session:
-        session = Session(secrets.token_urlsafe(32), user.id, secrets.token_urlsafe(32),
-                          credential(user))
+        session = new_session(user)
         with self._lock:
             self._drop_expired()
             while len(self._sessions) >= self.max_sessions:

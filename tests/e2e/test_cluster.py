@@ -23,6 +23,7 @@ from pager_actors.daemon.replies import twilio_signature
 from tests.e2e.cluster import Cluster, number, paused, services_text
 from tests.e2e.daemon import wait_for
 from tests.e2e.test_daemon import metric
+from tests.e2e.test_oncall import PEOPLE
 from tests.servers import SmsGateway, SmtpServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -254,28 +255,6 @@ def test_a_storm_with_kills_and_restarts_loses_no_alert_and_no_timer(make_cluste
                 f"{to} paged twice with no kill between")
 
 
-PEOPLE = """
-[[users]]
-id = "alice"
-name = "Alice"
-contacts = ["sms:+33600000001"]
-
-[[users]]
-id = "bob"
-name = "Bob"
-contacts = ["sms:+33600000002"]
-
-[[rotations]]
-id = "primary"
-time_zone = "UTC"
-shift = "1d"
-start = "2026-01-01T09:00"
-users = ["alice", "bob"]
-
-[[services]]
-id = "checkout"
-levels = [["rotation:primary"], ["sms:+33600000009"]]
-"""
 
 
 def test_overrides_reply_codes_windows_and_timelines_work_from_any_node(
