@@ -71,7 +71,9 @@ FORGET_NODES_AFTER = "1 hour"
 POLL = 0.25
 
 Adopt = Callable[[frozenset[int]], None]
-Abandon = Callable[[frozenset[int], bool], None]
+# abandon(shards, graceful) -> whether a graceful hand-over settled in time (if not, the
+# leases are left to lapse instead of being released).
+Abandon = Callable[[frozenset[int], bool], bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class LeaseFigures:
     failovers: int = 0
     shards_lost: int = 0
     shards_handed_over: int = 0
+    shards_resynced: int = 0
     nodes_config_mismatch: int = 0
 
 
@@ -266,8 +269,9 @@ class LeaseKeeper:
             if not self._suspended and (self._woken.is_set()
                                         or time.monotonic() >= next_tick):
                 self._woken.clear()
+                started = time.monotonic()
                 self._tick()
-                next_tick = time.monotonic() + period
+                next_tick = started + period  # a long adoption does not delay the renewal
                 continue
             self._wait(min(max(next_tick - time.monotonic(), 0.0), POLL))
         self._leave()
@@ -311,13 +315,18 @@ class LeaseKeeper:
                 self._drop_connection()
             self._expire_if_overdue()
             return
-        lost = frozenset(self._held.epochs) - renewed
-        self._held = HeldLeases(MappingProxyType({s: e for s, e in self._held.epochs.items()
+        before = self._held
+        lost = frozenset(before.epochs) - renewed
+        self._held = HeldLeases(MappingProxyType({s: e for s, e in before.epochs.items()
                                                   if s in renewed}), started)
         self._renewal_ok = True
         self._figures.lease_renewals += 1
         if lost:
             self._lose(lost, "not_renewed")
+        if self._held.epochs and time.monotonic() >= before.renewed_at + self.ttl:
+            # `owns` said no for a while before this renewal came back: the engine may have
+            # dropped timers and stopped actors meanwhile. Start those shards afresh.
+            self._resync(db, dict(self._held.epochs))
         try:
             live, mismatched = self._live_nodes(db)
             self._figures.nodes_config_mismatch = mismatched
@@ -384,15 +393,28 @@ class LeaseKeeper:
                         if previous is not None and previous != self.node)
         self._figures.failovers += failovers
         self._held = self._held.having(taken)
+        log.info("shards_acquired", node=self.node, shards=sorted(taken), failovers=failovers)
+        self._adopt_or_release(db, taken)
+
+    def _adopt_or_release(self, db: Connection, taken: Mapping[int, int]) -> None:
+        """The engine takes these held shards on; if it cannot, they are released again."""
         new = frozenset(taken)
-        log.info("shards_acquired", node=self.node, shards=sorted(new), failovers=failovers)
         assert self._adopt is not None
         try:
             self._adopt(new)
         except Exception as error:
             log.error("adopt_failed", node=self.node, shards=sorted(new), error=repr(error))
             self._held = self._held.without(new)
-            self._release(db, {shard: taken[shard] for shard in new})
+            self._release(db, dict(taken))
+
+    def _resync(self, db: Connection, epochs: Mapping[int, int]) -> None:
+        """The lease outlived its local deadline (a slow renewal): abandon and adopt again,
+        so every timer is re-armed and every pending page resent from the store."""
+        shards = frozenset(epochs)
+        log.warning("shards_resynced", node=self.node, shards=sorted(shards))
+        self._figures.shards_resynced += len(shards)
+        self._call_abandon(shards, graceful=False)
+        self._adopt_or_release(db, epochs)
 
     def _hand_over(self, db: Connection, excess: int) -> None:
         """A node joined: give up `excess` leases gracefully (the engine first, then the
@@ -400,9 +422,12 @@ class LeaseKeeper:
         held = self._held.epochs
         given = frozenset(sorted(held)[-excess:])
         epochs = {shard: held[shard] for shard in given}
-        self._call_abandon(given, graceful=True)
+        settled = self._call_abandon(given, graceful=True)
         self._held = self._held.without(given)
         self._figures.shards_handed_over += len(given)
+        if not settled:  # a send may still be in flight: let the leases lapse, unrenewed
+            log.warning("shards_left_to_lapse", node=self.node, shards=sorted(given))
+            return
         self._release(db, epochs)
         log.info("shards_handed_over", node=self.node, shards=sorted(given))
 
@@ -427,14 +452,16 @@ class LeaseKeeper:
         log.warning("shards_lost", node=self.node, shards=sorted(lost), why=why)
         self._call_abandon(lost, graceful=False)
 
-    def _call_abandon(self, shards: frozenset[int], *, graceful: bool) -> None:
+    def _call_abandon(self, shards: frozenset[int], *, graceful: bool) -> bool:
+        """The engine lets go; False if a graceful hand-over did not settle in time."""
         if self._abandon is None:
-            return
+            return True
         try:
-            self._abandon(shards, graceful)
+            return self._abandon(shards, graceful) is not False
         except Exception as error:  # the shards go anyway: the fence guards the store
             log.error("abandon_failed", node=self.node, shards=sorted(shards),
                       graceful=graceful, error=repr(error))
+            return False
 
     def _expire_if_overdue(self) -> None:
         """Renewals failed until the lease's local end passed: every held shard is lost."""
@@ -455,8 +482,11 @@ class LeaseKeeper:
         except psycopg.Error as error:
             log.warning("node_leave_failed", node=self.node, reason=self._target.reason(error))
             db = None
-        self._call_abandon(frozenset(epochs), graceful=True)
+        settled = self._call_abandon(frozenset(epochs), graceful=True)
         self._held = HeldLeases()
+        if not settled:  # a send may still be in flight: the leases lapse after ttl instead
+            log.warning("shards_left_to_lapse", node=self.node, shards=sorted(epochs))
+            epochs = {}
         try:
             if db is not None:
                 self._release(db, epochs)

@@ -394,7 +394,7 @@ class PgForwarder:
                     if time.monotonic() >= next_sweep:
                         self._sweep(db)
                         next_sweep = time.monotonic() + SWEEP_EVERY
-                except (StoreError, psycopg.Error) as error:
+                except Exception as error:  # never the end of the listener: log, go on
                     if not reported:
                         log.warning("forward_listener_lost", store=self._db.where,
                                     error=self._words(error))
@@ -568,7 +568,7 @@ class PgForwarder:
                         db = self._db.connect(autocommit=False)
                     self._write_answers(db, pending)
                     pending, backoff = [], FIRST_BACKOFF
-                except (StoreError, psycopg.Error) as error:
+                except Exception as error:  # never the end of the writer: log, go on
                     log.warning("forward_answers_not_written", store=self._db.where,
                                 answers=len(pending), error=self._words(error))
                     db = _drop(db)

@@ -314,6 +314,7 @@ class PostgresStore:
         self._timeout = timeout
         self._write_lock = threading.Lock()
         self._fence: Fence | None = None
+        self._idle_timeout: float | None = None
         self._writer: Connection | None = None
         self._closed = False
         self._writer = self._connect()
@@ -349,6 +350,7 @@ class PostgresStore:
             raise StoreError(f"{self.where}: cannot connect: {self._reason(error)}") from error
         try:
             configure_session(db)
+            self._limit_idle(db)
         except psycopg.Error as error:
             db.close()
             raise StoreError(f"{self.where}: cannot set up the connection: "
@@ -510,10 +512,28 @@ class PostgresStore:
         [(version, state)] = rows
         return state_json.decode(service_id, version, state)
 
-    def set_fence(self, fence: Fence | None) -> None:
+    def set_fence(self, fence: Fence | None, *, idle_timeout: float | None = None) -> None:
         """Check every later commit's transitions against the shard leases `fence()` names
-        (a cluster node's `LeaseKeeper.fence`); None: no check, as on a lone node."""
-        self._fence = fence
+        (a cluster node's `LeaseKeeper.fence`); None: no check, as on a lone node.
+
+        `idle_timeout` (seconds; a third of the lease TTL, say): how long PostgreSQL lets
+        the writer's session sit idle inside a transaction. A node paused in the middle
+        of a commit holds its lease rows FOR SHARE, and the other nodes skip locked rows
+        when they take lapsed leases: the server must end that transaction well within
+        the TTL, not after the default 15 s."""
+        with self._write_lock:
+            self._fence = fence
+            self._idle_timeout = idle_timeout
+            if self._writer is not None and idle_timeout is not None:
+                try:
+                    self._limit_idle(self._writer)
+                except psycopg.Error:
+                    self._drop_writer()  # the next write connects and sets it
+
+    def _limit_idle(self, db: Connection) -> None:
+        if self._idle_timeout is not None:
+            db.execute(f"SET idle_in_transaction_session_timeout = "
+                       f"'{max(int(self._idle_timeout * 1000), 100)}ms'")
 
     def commit(self, transitions: Sequence[Transition],
                deliveries: Sequence[DeliveryResult] = ()) -> None:
@@ -714,8 +734,8 @@ def _check_fence(db: Connection, transitions: Sequence[Transition], node: str,
     keepers lock them in, so the two never deadlock) until the commit ends: a
     takeover, which updates the row, waits for this commit or skips the row; a
     takeover that came first changed the epoch, which this check then sees.
-    Raises ShardLostError for the first transition (in batch order) whose shard
-    is not confirmed.
+    Raises ShardLostError naming every transition whose shard is not confirmed
+    (the first in batch order, and the others in `also`).
     """
     wanted = sorted({shard_of(t.state.service_id) for t in transitions})
     held = [shard for shard in wanted if shard in epochs]
@@ -727,10 +747,12 @@ def _check_fence(db: Connection, transitions: Sequence[Transition], node: str,
             "ON l.shard = h.shard AND l.epoch = h.epoch "
             "WHERE l.node = %s AND l.expires_at > now() ORDER BY l.shard FOR SHARE OF l",
             (held, [epochs[shard] for shard in held], node))}
-    for t in transitions:
-        shard = shard_of(t.state.service_id)
-        if shard not in confirmed:
-            raise ShardLostError(t.state.service_id, shard, node, epochs.get(shard))
+    lost = [t.state.service_id for t in transitions
+            if shard_of(t.state.service_id) not in confirmed]
+    if lost:
+        shard = shard_of(lost[0])
+        raise ShardLostError(lost[0], shard, node, epochs.get(shard),
+                             also=tuple(dict.fromkeys(lost[1:])))
 
 
 def _insert_effects(db: Connection, notes: list[Notify], records: list[Record],

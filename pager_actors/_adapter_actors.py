@@ -84,6 +84,9 @@ Settle = Callable[[DeliveryResult], None]
 # microseconds keeps one actor busy instead of waking a thread per effect; a slow or hung
 # one gets every idle actor working within this delay.
 HELP_AFTER = 0.005
+# A page whose shard is still run here but whose lease renewal is late (past the local send
+# deadline) is offered again this often, until the lease is renewed or let go.
+LATE_RECHECK = 0.25
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ class _PortActor(pykka.ThreadingActor):
             self._attempt(effect, attempt)
             return
         terms = job.terms if isinstance(job, Retry) else None
-        cleared = self._fence(effect, shards, terms)  # type: ignore[arg-type]
+        cleared = self._fence(effect, shards, terms, attempt)  # type: ignore[arg-type]
         if cleared is None:
             self._current = None
             return
@@ -245,15 +248,23 @@ class _PortActor(pykka.ThreadingActor):
                 shards.end_send(page.service_id)
 
     def _fence(self, effect: Notify | Bundle, shards: HeldShards,
-               terms: tuple[int, ...] | None) -> Notify | Bundle | None:
+               terms: tuple[int, ...] | None, attempt: int) -> Notify | Bundle | None:
         """The part of `effect` that may be sent from here (None: nothing), each of its pages
-        counted in flight; the others are fenced: their work ends, their rows stay pending."""
+        counted in flight. The others wait or are fenced: a page of a shard still run
+        here whose lease renewal is late is tried again shortly (`LATE_RECHECK`); any
+        other is fenced, its work ends and its row stays pending."""
         pages = _pages(effect)
-        allowed = [shards.start_send(page.service_id, terms[i] if terms else None)
-                   for i, page in enumerate(pages)]
+        given = [terms[i] if terms else None for i in range(len(pages))]
+        allowed = [shards.start_send(page.service_id, term)
+                   for page, term in zip(pages, given, strict=True)]
         if all(allowed):
             return effect
-        fenced = [page for page, ok in zip(pages, allowed, strict=True) if not ok]
+        waiting = {i for i, (page, ok) in enumerate(zip(pages, allowed, strict=True))
+                   if not ok and shards.late(page.service_id, given[i])}
+        if waiting:
+            self._recheck([pages[i] for i in sorted(waiting)], attempt, shards)
+        fenced = [page for i, (page, ok) in enumerate(zip(pages, allowed, strict=True))
+                  if not ok and i not in waiting]
         self._work.end(len(fenced))
         if self._counters is not None:
             self._counters.inc("sends_fenced", len(fenced))
@@ -264,6 +275,20 @@ class _PortActor(pykka.ThreadingActor):
             return None
         assert type(effect) is Bundle  # a single page is all allowed or all fenced
         return Bundle(effect.id, kept)
+
+    def _recheck(self, pages: list[Notify], attempt: int, shards: HeldShards) -> None:
+        """Pages held back only by a late lease renewal: offered again in LATE_RECHECK s,
+        in this term, the same attempt (nothing was sent)."""
+        effect: Notify | Bundle = pages[0] if len(pages) == 1 else \
+            Bundle(f"bundle/{uuid.uuid4()}", tuple(pages))
+        terms = tuple(shards.term(page.service_id) for page in pages)
+        if not self._retry_later(LATE_RECHECK, Retry(effect, attempt, terms)):
+            self._work.end(len(pages))  # stopping: the rows stay pending for the next start
+            return
+        if self._counters is not None:
+            self._counters.inc("sends_waiting_for_lease", len(pages))
+        for page in pages:
+            self._log.info("send_waits_for_lease", **_describe(page))
 
     def _attempt(self, effect: Sendable, attempt: int) -> None:
         error: str | None = None

@@ -220,11 +220,16 @@ class StoreWriter(pykka.ThreadingActor):
                 self._health.problem = None
                 return failed, True
             except TransitionRefusedError as error:
-                if error.service_id not in failed and any(
-                        t.state.service_id == error.service_id for t in transitions):
-                    log.error("commit_refused", service=error.service_id, error=str(error))
-                    failed[error.service_id] = error
-                    self._lost_sync(error.service_id)
+                batch = {t.state.service_id for t in transitions}
+                # A lost shard lease names every service of the batch it refuses, so that
+                # the batch is retried once without all of them.
+                refused = [sid for sid in getattr(error, "service_ids", (error.service_id,))
+                           if sid in batch and sid not in failed]
+                if refused:
+                    for service_id in refused:
+                        log.error("commit_refused", service=service_id, error=str(error))
+                        failed[service_id] = error
+                        self._lost_sync(service_id)
                     continue
                 # A store naming a service that is not in the batch is broken: give up.
                 problem = StoreError("the store refused a transition it was not given")

@@ -285,16 +285,20 @@ class Pager:
         if self._codes is not None:
             self._codes.load(self._store.reply_codes(shards=new))
         held.adopt(new)  # before the timers: one already due fires as soon as it is armed
-        self._dispatcher.dispatch(tuple(
-            ArmTimer(a.service_id, a.token, max(a.deadline - now, timedelta(0)), a.deadline)
-            for a in armed))
-        self._dispatcher.dispatch(tuple(undelivered))
+        try:
+            self._dispatcher.dispatch(tuple(
+                ArmTimer(a.service_id, a.token, max(a.deadline - now, timedelta(0)),
+                         a.deadline) for a in armed))
+            self._dispatcher.dispatch(tuple(undelivered))
+        except BaseException:  # not adopted after all: a later adoption starts afresh
+            self.abandon(new)
+            raise
         log.info("shards_adopted", shards=len(new), timers_rearmed=len(armed),
                  notifications_resent=len(undelivered),
                  seconds=round(time.perf_counter() - started, 3))
 
     def abandon(self, shards: Collection[int], *, graceful: bool = False,
-                timeout: float = 10.0) -> None:
+                timeout: float = 10.0) -> bool:
         """This node lost these shards' leases, or hands them over: stop running their
         services. Returns once nothing of theirs runs here.
 
@@ -309,11 +313,15 @@ class Pager:
         before this returns; then the next owner loads all of it and resends
         nothing this node delivered. Without it (the lease is lost), the actors
         stop at their next command, which goes to the owner.
+
+        Returns False if a graceful hand-over ran out of `timeout` before all of that
+        was settled: the caller should then let the lease lapse rather than release it,
+        so that the next owner does not resend a page still in flight here.
         """
         held = self._cluster()
         gone = frozenset(shards) & held.adopted
         if not gone:
-            return
+            return True
         deadline = time.monotonic() + timeout
 
         def left() -> float:
@@ -324,9 +332,9 @@ class Pager:
         else:
             held.release(gone)
         try:
-            self._stop_services(gone, left)
+            settled = self._stop_services(gone, left)
             if graceful:
-                self._settle_commits(left(), "commits")
+                settled = self._settle_commits(left(), "commits") and settled
         finally:
             held.release(gone)
 
@@ -337,11 +345,13 @@ class Pager:
         if graceful:
             if not held.wait_sends(gone, left()):
                 log.error("abandon_timeout", phase="sends", timeout_s=timeout)
-            self._settle_commits(left(), "deliveries")
+                settled = False
+            settled = self._settle_commits(left(), "deliveries") and settled
         if self._codes is not None:
             self._codes.forget(leaving)
         log.info("shards_abandoned", shards=len(gone), graceful=graceful,
-                 pages_left_pending=left_pending)
+                 pages_left_pending=left_pending, settled=settled)
+        return settled
 
     def accepting(self) -> frozenset[int]:
         """The shards whose new commands run here (adopted, not being handed over): those
@@ -353,8 +363,9 @@ class Pager:
             raise RuntimeError("adopt() and abandon() need Pager.start(ownership=...)")
         return self._held
 
-    def _stop_services(self, shards: frozenset[int], left: Callable[[], float]) -> None:
-        """Have the registry stop these shards' actors, and wait until it has forgotten them."""
+    def _stop_services(self, shards: frozenset[int], left: Callable[[], float]) -> bool:
+        """Have the registry stop these shards' actors, and wait until it has forgotten them
+        (False: not within the time left)."""
         while True:
             try:
                 stops: list[pykka.Future[Any]] = self._registry.ask(
@@ -363,21 +374,24 @@ class Pager:
                     stop.get(timeout=left())
             except pykka.Timeout:
                 log.error("abandon_timeout", phase="services")
-                return
+                return False
             except (pykka.ActorDeadError, InboxClosed):
-                return  # stopped: nothing runs
+                return True  # stopped: nothing runs
             if not stops:  # every ServiceStopped came before this answer: all forgotten
-                return
+                return True
 
-    def _settle_commits(self, timeout: float, phase: str) -> None:
-        """Wait until everything queued for the store so far is written."""
+    def _settle_commits(self, timeout: float, phase: str) -> bool:
+        """Wait until everything queued for the store so far is written (False: it was not
+        within `timeout`)."""
         settled = threading.Event()
         try:
             self._committer.barrier(Barrier("", lambda _: settled.set()))  # no service's
         except InboxClosed:
-            return
+            return True  # stopped: the writer wrote what it could
         if not settled.wait(timeout):
             log.error("abandon_timeout", phase=phase, timeout_s=round(timeout, 3))
+            return False
+        return True
 
     def _restore_throttles(self, throttle: Throttling, now: datetime) -> None:
         sends = self._store.recent_sends(now - throttle.longest)

@@ -114,6 +114,22 @@ class HeldShards:
                 self._sending[shard] += 1
             return allowed
 
+    def late(self, service_id: str, term: int | None = None) -> bool:
+        """After `start_send` said no: True if only the lease's local send deadline stood in
+        the way, the shard still being run here in the same term and its lease still held
+        (its renewal is late, not lost). Such a page is tried again shortly: once the
+        lease is renewed it goes; once the shard is let go (or adopted again, a new term)
+        it is fenced for good and its row stays pending for whoever adopts it."""
+        shard = shard_of(service_id, self._shards)
+        with self._lock:
+            if shard not in self._running or shard in self._draining \
+                    or (term is not None and term != self._terms[shard]):
+                return False
+        try:
+            return self._ownership.owns(service_id)  # held, only its send deadline passed
+        except Exception:  # a port that cannot tell: fenced (the row stays)
+            return False
+
     def end_send(self, service_id: str) -> None:
         shard = shard_of(service_id, self._shards)
         with self._lock:

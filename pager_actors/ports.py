@@ -207,15 +207,20 @@ class TransitionRefusedError(StoreError):
 class ShardLostError(TransitionRefusedError):
     """The node no longer holds its service's shard lease at the epoch it holds it by (the
     fencing token): another node may run the service now, so nothing of this transition
-    was written. The rest of its batch can still commit."""
+    was written. The rest of its batch can still commit.
 
-    def __init__(self, service_id: str, shard: int, node: str, epoch: int | None) -> None:
+    `also`: the other services of the same batch refused for the same reason (their
+    shards lost too), so that the batch is retried once without all of them."""
+
+    def __init__(self, service_id: str, shard: int, node: str, epoch: int | None,
+                 also: tuple[str, ...] = ()) -> None:
         held = f"at epoch {epoch}" if epoch is not None else "(this node holds no epoch of it)"
         super().__init__(service_id, f"shard {shard} is no longer leased to node {node!r} "
                                      f"{held}")
         self.shard = shard
         self.node = node
         self.epoch = epoch
+        self.service_ids = (service_id, *also)
 
 
 class VersionConflictError(TransitionRefusedError):

@@ -52,7 +52,7 @@ class Leases(Protocol):
     def held(self) -> frozenset[int]: ...
 
     def start(self, adopt: Callable[[frozenset[int]], None],
-              abandon: Callable[[frozenset[int], bool], None]) -> None: ...
+              abandon: Callable[[frozenset[int], bool], bool]) -> None: ...
 
     def stop(self, timeout: float = 10.0) -> None: ...
 
@@ -123,9 +123,9 @@ class Node:
         self._pager.adopt(shards)
         self.forwarding.wake()  # commands that waited for these shards run now
 
-    def _abandon(self, shards: frozenset[int], graceful: bool) -> None:
+    def _abandon(self, shards: frozenset[int], graceful: bool) -> bool:
         assert self._pager is not None
-        self._pager.abandon(shards, graceful=graceful, timeout=self.hand_over_timeout)
+        return self._pager.abandon(shards, graceful=graceful, timeout=self.hand_over_timeout)
 
     def leave(self) -> None:
         """Hand every shard over (graceful), then stop forwarding. Safe to call twice."""

@@ -103,6 +103,9 @@ class _ClusterCollector(Collector):
         ("pager_cluster_shards_lost", "shards_lost", "Shards whose lease this node lost."),
         ("pager_cluster_shards_handed_over", "shards_handed_over",
          "Shards this node handed over gracefully (a node joined, or this one stopped)."),
+        ("pager_cluster_shards_resynced", "shards_resynced",
+         "Shards abandoned and adopted again after a lease renewal came back past its "
+         "local deadline (their timers re-armed, pending pages resent)."),
         ("pager_cluster_forwarded_commands", "commands_forwarded",
          "Commands this node forwarded to the owner of their service."),
         ("pager_cluster_forward_timeouts", "forward_timeouts",

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from adapters.log import LogMailSender, LogSmsSender
 from adapters.memory import InMemoryPolicyRepository
@@ -173,7 +174,7 @@ def cluster_node(config: Config, store: StateStore, oncall: OnCall) -> Node | No
     except StoreError as error:
         keeper.stop()
         raise StartupRefused(str(error)) from error
-    store.set_fence(keeper.fence)
+    store.set_fence(keeper.fence, idle_timeout=config.cluster.lease_ttl.total_seconds() / 3)
     # A graceful hand-over (a node joined, or this one stops) must end well before the
     # leases, which are not renewed meanwhile, would lapse: ttl - ttl/4 at the latest.
     return Node(node_id, keeper, forwarder,
@@ -198,19 +199,23 @@ def listen_socket(server: ServerConfig) -> socket.socket:
     return sock
 
 
+def console_stores(shared: PgConsoleState | None) -> dict[str, Any]:
+    """In a cluster, the console's sessions, failed logins and login-form key live in
+    PostgreSQL, so that any node serves any request (reading the key is I/O: before the
+    pager starts)."""
+    if shared is None:
+        return {}
+    try:
+        return {"sessions": shared.sessions(), "limiter": shared.limiter(),
+                "login_key": shared.login_key()}
+    except StoreError as error:
+        raise StartupRefused(str(error)) from error
+
+
 def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository,
-                reloader: Reloader, shared: PgConsoleState | None = None) -> Starlette:
-    """The web console, over what is in force: the policies and users of the last reload.
-    `shared`: in a cluster, its sessions, failed logins and login-form key live in
-    PostgreSQL, so that any node serves any request."""
+                reloader: Reloader, stores: dict[str, Any]) -> Starlette:
+    """The web console, over what is in force: the policies and users of the last reload."""
     public_url = config.server.public_url or ""
-    stores: dict[str, Any] = {}
-    if shared is not None:
-        try:
-            stores = {"sessions": shared.sessions(), "limiter": shared.limiter(),
-                      "login_key": shared.login_key()}
-        except StoreError as error:
-            raise StartupRefused(str(error)) from error
     return create_console(pager, service_ids=policies.service_ids, policy=policies.get,
                           users=lambda: reloader.config.users,
                           ack_timeout=config.pager.ack_timeout,
@@ -272,6 +277,7 @@ def run(config: Config) -> int:
         sock = listen_socket(config.server)
         oncall = OnCall(config.users, config.rotations, store)
         shared = console_state(config)
+        stores = console_stores(shared)
         node = cluster_node(config, store, oncall)
     except StartupRefused:
         if shared is not None:
@@ -283,43 +289,35 @@ def run(config: Config) -> int:
     mail, sms = mail_sender(config), sms_sender(config)
     pager = start_pager(config, policies=policies, store=store, timer=timer, mail=mail,
                         sms=sms, oncall=oncall, node=node)
-    if node is not None:
-        try:
-            node.join(pager)
-        except StoreError as error:  # PostgreSQL went away since the store opened
-            pager.stop(timeout=5)
-            node.leave()
-            store.close()
-            raise StartupRefused(str(error)) from error
-    metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag),
-                      cluster=node.figures if node is not None else None)
-    reloader = Reloader(config, policies, pager, oncall, node=node)
-
-    def who(channel: str, contact: Contact) -> str:
-        """`by` for a page answered by link or SMS: the user's id, else the masked contact."""
-        owner = oncall.owner(contact.uri)
-        return f"{channel}:{owner}" if owner else f"{channel}:{contact.masked}"
-
-    app = create_app(pager, config, metrics, services=policies.service_ids, oncall=oncall,
-                     extra_routes=replies.routes(
-                         pager, links=links(config), public_url=config.server.public_url,
-                         twilio_token=config.sms.auth_token if config.replies else None,
-                         who=who),
-                     console=console_app(pager, config, policies, reloader, shared), node=node)
-    server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
-    for warning in config.warnings:
-        log.warning("config_warning", warning=warning)
-    log.info("daemon_listening", host=config.server.host, port=config.server.port,
-             services=len(config.services), state=str(config.pager.state),
-             mail=config.mail.kind, sms=config.sms.kind,
-             node=node.node_id if node is not None else None)
-    # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for the
-    # handler that was there before: make that one a no-op, so the shutdown below runs
-    # and the process exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, frame: None)
-    signal.signal(signal.SIGHUP, lambda number, frame: reloader.request())
+    server = None
+    # From here on, whatever happens, the node hands its shards over and everything
+    # stops: a daemon that refuses to serve must not go on paging without its API.
     try:
+        if node is not None:
+            try:
+                node.join(pager)
+            except StoreError as error:  # PostgreSQL went away since the store opened
+                raise StartupRefused(str(error)) from error
+        reloader = Reloader(config, policies, pager, oncall, node=node)
+        metrics = Metrics(pager, lambda: (timer.last_lag, timer.max_lag),
+                          cluster=node.figures if node is not None else None)
+        app = create_app(pager, config, metrics, services=policies.service_ids,
+                         oncall=oncall, extra_routes=reply_routes(config, pager, oncall),
+                         console=console_app(pager, config, policies, reloader, stores),
+                         node=node)
+        server = build_server(app, config=config.server, graceful_shutdown=GRACEFUL_SECONDS)
+        for warning in config.warnings:
+            log.warning("config_warning", warning=warning)
+        log.info("daemon_listening", host=config.server.host, port=config.server.port,
+                 services=len(config.services), state=str(config.pager.state),
+                 mail=config.mail.kind, sms=config.sms.kind,
+                 node=node.node_id if node is not None else None)
+        # uvicorn handles SIGTERM/SIGINT while serving, then raises the signal again for
+        # the handler that was there before: make that one a no-op, so the shutdown below
+        # runs and the process exits 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, frame: None)
+        signal.signal(signal.SIGHUP, lambda number, frame: reloader.request())
         server.run(sockets=[sock])
     finally:
         log.info("daemon_stopping")
@@ -329,6 +327,19 @@ def run(config: Config) -> int:
         sock.close()
         log.info("daemon_stopped")
     return 0 if server.started else 1
+
+
+def reply_routes(config: Config, pager: Pager, oncall: OnCall) -> list[Route]:
+    """Signed links and SMS replies; `by` names the user a contact belongs to, else the
+    masked contact."""
+
+    def who(channel: str, contact: Contact) -> str:
+        owner = oncall.owner(contact.uri)
+        return f"{channel}:{owner}" if owner else f"{channel}:{contact.masked}"
+
+    return replies.routes(pager, links=links(config), public_url=config.server.public_url,
+                          twilio_token=config.sms.auth_token if config.replies else None,
+                          who=who)
 
 
 class Reloader:

@@ -8,6 +8,7 @@ object), each with its own senders, timer and `InMemoryOwnership`.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -369,30 +370,57 @@ def test_commands_queued_for_a_service_whose_lease_was_lost_are_not_run(gated, f
 # -- fenced sends ---------------------------------------------------------------------
 
 
-def test_pages_fenced_on_a_paused_node_stay_pending_and_go_out_from_the_next_owner(cluster):
-    """Past its lease deadline a node still commits (the store fences that) but calls no
-    gateway: the rows stay pending, counted and logged, and the next owner sends them."""
+def paused_past_its_deadline(cluster) -> tuple[Node, list[float]]:
+    """A node that paged checkout's level 1, then found its lease's local deadline passed
+    (its renewal is late) with search's level 1 and both level 2s decided."""
     lease = [0.0]
     a = cluster.node(ALL, ownership=InMemoryOwnership(ALL, clock=lambda: lease[0]))
     a.ownership.deadline = 10.0
     a.pager.alert("checkout", "down").get(timeout=5)
     a.pager.flush()
     assert (len(a.mail.sent), len(a.sms.sent)) == (1, 1)
-    lease[0] = 11.0  # paused past the deadline
+    lease[0] = 11.0  # past the deadline
     a.pager.alert("search", "down").get(timeout=5)
-    a.pager.flush()  # its timer is armed
+    wait_until(lambda: len(a.timer.pending()) == 2, "search's timer armed")
     assert [f.get(timeout=5).event for f in a.timer.advance(T)] == ["escalated"] * 2
+    wait_until(lambda: a.pager.stats().get("sends_waiting_for_lease", 0) >= 4,
+               "four pages waiting for the lease")
+    assert (len(a.mail.sent), len(a.sms.sent)) == (1, 1)
+    return a, lease
+
+
+def test_pages_past_the_lease_deadline_wait_and_go_once_it_is_renewed(cluster):
+    """Past its lease's local deadline a node calls no gateway; its pages wait while the
+    shard is still its own, and go out, once each, when the lease is renewed."""
+    a, lease = paused_past_its_deadline(cluster)
+    a.ownership.deadline = lease[0] + 10  # renewed
+    a.pager.flush()
+    assert [m.to for m in a.mail.sent] == [ONCALL_MAIL.address] * 2
+    assert sorted(s.to for s in a.sms.sent) == sorted(
+        [ONCALL_SMS.number, ONCALL_SMS.number, BACKUP_SMS.number, BACKUP_SMS.number])
+    assert cluster.store.undelivered() == []
+
+
+def test_pages_past_the_lease_deadline_are_fenced_once_the_shard_goes(cluster):
+    """If the lease is lost instead, the waiting pages are fenced, their rows pending,
+    counted and logged, and the next owner sends them."""
+    a, _ = paused_past_its_deadline(cluster)
+    b = cluster.node(frozenset(), adopt=False)
+    cluster.hand_over(a, b, graceful=False)
     a.pager.flush()
     assert (len(a.mail.sent), len(a.sms.sent)) == (1, 1)
     assert a.pager.stats()["sends_fenced"] == 4
-    pending = sorted((p.service_id, p.level) for p in cluster.store.undelivered())
-    assert pending == [("checkout", 2), ("search", 1), ("search", 1), ("search", 2)]
-    b = cluster.node(frozenset(), adopt=False)
-    cluster.hand_over(a, b, graceful=False)
     assert [m.to for m in b.mail.sent] == [ONCALL_MAIL.address]
     assert sorted(s.to for s in b.sms.sent) == sorted(
         [ONCALL_SMS.number, BACKUP_SMS.number, BACKUP_SMS.number])
     assert cluster.store.undelivered() == []
+
+
+def wait_until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 class FailsFirstSms(RecordingSmsSender):
