@@ -185,6 +185,7 @@ class LeaseKeeper:
         return {"shards_held": len(self._held.epochs), "lease_renewals": f.lease_renewals,
                 "lease_renewal_failures": f.lease_renewal_failures, "failovers": f.failovers,
                 "shards_lost": f.shards_lost, "shards_handed_over": f.shards_handed_over,
+                "shards_resynced": f.shards_resynced,
                 "nodes_config_mismatch": f.nodes_config_mismatch}
 
     def set_config_hash(self, config_hash: str) -> None:
@@ -323,6 +324,9 @@ class LeaseKeeper:
         self._figures.lease_renewals += 1
         if lost:
             self._lose(lost, "not_renewed")
+        if self._held.epochs and time.monotonic() >= started + self.ttl:
+            self._expire_if_overdue()  # so slow that this renewal's own local end passed
+            return
         if self._held.epochs and time.monotonic() >= before.renewed_at + self.ttl:
             # `owns` said no for a while before this renewal came back: the engine may have
             # dropped timers and stopped actors meanwhile. Start those shards afresh.

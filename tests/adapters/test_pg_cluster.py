@@ -5,6 +5,7 @@ in PostgresStore.commit, which refuses a transition whose shard lease moved on."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +50,7 @@ class RecordingEngine:
         self.calls: list[tuple[str, frozenset[int], bool]] = []
         self.leased_when_abandoned: list[bool] = []
         self.failing_adoptions = 0
+        self.unsettled_hand_overs = 0  # graceful abandons that report running out of time
         self._lock = threading.Lock()
 
     def adopt(self, shards: frozenset[int]) -> None:
@@ -59,7 +61,7 @@ class RecordingEngine:
             self.running |= shards
             self.calls.append(("adopt", shards, False))
 
-    def abandon(self, shards: frozenset[int], graceful: bool) -> None:
+    def abandon(self, shards: frozenset[int], graceful: bool) -> bool:
         if graceful:  # a hand-over: the rows must still be this node's
             still_mine = all(row[0] == self.node for shard, row
                              in lease_rows(self.dsn).items() if shard in shards)
@@ -68,6 +70,10 @@ class RecordingEngine:
             self.calls.append(("abandon", shards, graceful))
             if graceful:
                 self.leased_when_abandoned.append(still_mine)
+                if self.unsettled_hand_overs:
+                    self.unsettled_hand_overs -= 1
+                    return False
+            return True
 
     def abandoned(self, *, graceful: bool) -> frozenset[int]:
         with self._lock:
@@ -334,6 +340,63 @@ def test_a_commit_for_a_shard_taken_over_is_refused_and_the_rest_commits(
     assert store.load(lost_service) is None
     assert store.load(kept_service) is not None
     assert {row["service_id"] for row in store.outbox()} == {kept_service}
+
+
+def test_the_fence_refuses_every_lost_service_of_a_batch_at_once(start_keeper, store, pg_dsn):
+    """Two services of a lost shard in one batch: one ShardLostError names both, so the
+    engine retries the batch once; the held shard's transition commits."""
+    a, _ = start_keeper("a")
+    first = service_in(ALL)
+    k = shard_of(first)
+    second = next(f"other-{n}" for n in range(10_000) if shard_of(f"other-{n}") == k)
+    kept = service_in(ALL, avoid=frozenset({k}))
+    a.suspend()
+    lapse(pg_dsn, k, "a")
+    start_keeper("b")
+    store.set_fence(a.fence)
+    with pytest.raises(ShardLostError) as refused:
+        store.commit([opened(first), opened(kept), opened(second)])
+    assert refused.value.service_ids == (first, second)
+    store.commit([opened(kept)])
+    assert store.load(kept) is not None and store.load(first) is None
+
+
+def test_a_renewal_that_returns_past_the_leases_end_adopts_them_again(start_keeper, pg_dsn):
+    """A renewal slow enough that `owns` said no meanwhile, then succeeded: the engine is
+    told to abandon and adopt the same shards (timers and pages come back from the
+    store), and keeps them."""
+    keeper, engine = start_keeper("a")
+    renew = keeper._renew
+    slow = [True]
+
+    def late_renewal(db):
+        if slow[0]:  # the rows outlive the local end (the last renewal reached the database
+            slow[0] = False  # late), and this one comes back just after that end
+            execute(pg_dsn, "UPDATE leases SET expires_at = now() + interval '1 minute' "
+                            "WHERE node = 'a'")
+            time.sleep(max(keeper._held.renewed_at + TTL - time.monotonic(), 0) + 0.3)
+        return renew(db)
+
+    keeper._renew = late_renewal  # type: ignore[method-assign]
+    wait_for(lambda: keeper.figures()["shards_resynced"] == SHARDS, 4 * TTL, "the resync")
+    assert engine.abandoned(graceful=False) == ALL
+    assert engine.running == ALL and keeper.held() == ALL
+    assert all(node == "a" for node, _, _ in lease_rows(pg_dsn).values())
+
+
+def test_a_hand_over_that_did_not_settle_lets_its_leases_lapse(start_keeper, pg_dsn):
+    """When a node joins and the graceful hand-over runs out of time, the excess leases are
+    not released but left to lapse, unrenewed; the newcomer takes them once they have."""
+    a, engine = start_keeper("a")
+    engine.unsettled_hand_overs = 1
+    b, _ = start_keeper("b")
+    wait_for(lambda: len(a.held()) == 32, 2 * TTL, "a's hand-over")
+    given = ALL - a.held()
+    rows = lease_rows(pg_dsn)
+    assert all(rows[shard][0] in ("a", "b") for shard in given)
+    wait_for(lambda: converged(pg_dsn, a, b, expected=[32, 32]), 4 * TTL,
+             "b holding what a left to lapse")
+    assert b.figures()["failovers"] == 32  # taken lapsed, not released
 
 
 def test_the_fence_compares_epochs_not_only_node_names(start_keeper, store, pg_dsn):
