@@ -12,10 +12,11 @@ from adapters.memory import (
     InMemorySendLedger,
     InMemoryStore,
     ManualClock,
+    RecordingSmsSender,
 )
-from pager_actors import EscalationPolicy, Level, SmsTarget, Throttle, Throttling
+from pager_actors import EscalationPolicy, Level, RetryPolicy, SmsTarget, Throttle, Throttling
 from pager_actors.cluster import shard_of
-from pager_actors.ports import StoreError
+from pager_actors.ports import StoreError, TransientDeliveryError
 from tests.actors.test_ownership import ALL, Clock, Cluster
 
 PHONE = SmsTarget("+33600000001")
@@ -27,9 +28,9 @@ B_SERVICES = [s for s in ("search", "billing", "ledger", "catalog")
 
 class TwoNodes:
     """Node A runs checkout's shard, node B every other one; both page PHONE, throttled to
-    1 SMS a minute, counted in one ledger."""
+    1 SMS a minute, counted in one ledger. `sms` and `options` are node A's."""
 
-    def __init__(self) -> None:
+    def __init__(self, sms=None, **options) -> None:
         self.clock = ManualClock()
         self.ledger = InMemorySendLedger(self.clock.now)
         self.store = InMemoryStore()
@@ -38,7 +39,8 @@ class TwoNodes:
         self.cluster = Cluster(self.store, policies, Clock())
         throttle = Throttling(sms=Throttle(1, MINUTE), clock=self.clock)
         checkout = frozenset({shard_of("checkout")})
-        self.a = self.cluster.node(checkout, throttle=throttle, ledger=self.ledger)
+        self.a = self.cluster.node(checkout, throttle=throttle, ledger=self.ledger, sms=sms,
+                                   **options)
         self.b = self.cluster.node(ALL - checkout, throttle=throttle, ledger=self.ledger)
 
     def alert(self, node, service: str) -> None:
@@ -126,3 +128,41 @@ def test_a_ledger_out_of_reach_lets_pages_go_and_the_nodes_own_budget_still_hold
     nodes.ledger.failing = None
     nodes.advance(60.0)
     assert len(nodes.b.sms.sent) == 2 and nodes.store.undelivered() == []
+
+
+def test_a_retry_is_not_claimed_again():
+    """A page whose first attempt failed transiently was claimed once; its retry goes at its
+    backoff without a second claim."""
+
+    class FlakyOnce(RecordingSmsSender):
+        failed = False
+
+        def send_sms(self, to, text):
+            if not self.failed:
+                self.failed = True
+                raise TransientDeliveryError("503")
+            super().send_sms(to, text)
+
+    nodes = TwoNodes(sms=FlakyOnce(), retry=RetryPolicy(attempts=3, backoff=0.01,
+                                                         jitter=lambda: 1.0))
+    try:
+        nodes.alert(nodes.a, "checkout")  # flush waits for the retry
+        assert len(nodes.a.sms.sent) == 1
+        assert nodes.ledger.claims == [("sms", PHONE.uri, True)]
+        assert nodes.a.pager.stats()["sms_retried"] == 1
+    finally:
+        nodes.stop()
+
+
+def test_a_deferred_page_of_a_shard_handed_over_goes_from_its_new_node_once(nodes):
+    """B abandons the shard of a page the ledger refused: the page leaves B's lanes (its row
+    pending), A resends it when the window allows, and B never sends it."""
+    service = B_SERVICES[0]
+    nodes.alert(nodes.a, "checkout")
+    nodes.alert(nodes.b, service)
+    nodes.cluster.hand_over(nodes.b, nodes.a, frozenset({shard_of(service)}))
+    assert nodes.b.pager.mailbox_depths()["sms"] == 0
+    nodes.advance(60.0)
+    assert nodes.b.sms.sent == []
+    assert [s.text.split(" ")[0] for s in nodes.a.sms.sent] == ["[checkout]", f"[{service}]"]
+    assert nodes.store.undelivered() == []
