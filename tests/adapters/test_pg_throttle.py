@@ -24,6 +24,7 @@ from adapters.postgres import PostgresStore
 from pager_actors import EscalationPolicy, Level, Pager, SmsTarget, Throttle, Throttling
 from pager_actors.ports import StoreError
 from tests.pg import PASSWORD
+from tests.stress.conftest import run_threads
 
 HOUR = 3600.0  # longer than any test: a send claimed during one never leaves its window
 PHONE = "sms:+33600000001"
@@ -56,10 +57,8 @@ def test_claims_from_many_threads_never_exceed_the_limit_per_contact(ledger, led
     results: Counter[tuple[str, str, bool]] = Counter()
     waits: list[float] = []
     lock = threading.Lock()
-    start = threading.Barrier(16)
 
     def claimer(index: int) -> None:
-        start.wait(timeout=10)
         for n in range(20):
             channel, contact = ("sms", "mail")[n % 2], contacts[(index + n) % 3]
             wait = ledger.claim(channel, contact, 3, HOUR)
@@ -68,12 +67,7 @@ def test_claims_from_many_threads_never_exceed_the_limit_per_contact(ledger, led
                 if wait is not None:
                     waits.append(wait)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
+    run_threads(16, claimer)
     for channel in ("sms", "mail"):
         for contact in contacts:
             assert results[(channel, contact, True)] == 3, results
@@ -82,6 +76,45 @@ def test_claims_from_many_threads_never_exceed_the_limit_per_contact(ledger, led
     rows = sql(ledger_db, "SELECT channel, contact, count(*) FROM contact_sends "
                           "GROUP BY channel, contact")
     assert sorted(rows) == sorted((ch, c, 3) for ch in ("sms", "mail") for c in contacts)
+
+
+def test_as_the_window_slides_no_window_ever_holds_more_than_the_limit(ledger, ledger_db):
+    """8 threads claim for 2 contacts as fast as refusals allow, with a 0.2 s window, until
+    each contact had 12 sends: by the database's own timestamps (copied aside before
+    pruning), no 0.2 s ever held more than 2 sends to one contact."""
+    window, limit, wanted = 0.2, 2, 12
+    sql(ledger_db, "CREATE TABLE audit (contact TEXT, at TIMESTAMPTZ)")
+    sql(ledger_db, "CREATE FUNCTION audit_send() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN INSERT INTO audit VALUES (NEW.contact, NEW.at); RETURN NEW; END $$")
+    sql(ledger_db, "CREATE TRIGGER audit AFTER INSERT ON contact_sends "
+                   "FOR EACH ROW EXECUTE FUNCTION audit_send()")
+    contacts = ["sms:+33610000001", "sms:+33610000002"]
+    allowed: Counter[str] = Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + 30
+
+    def claimer(index: int) -> None:
+        contact = contacts[index % 2]
+        while time.monotonic() < deadline:
+            with lock:
+                if allowed[contact] >= wanted:
+                    return
+            wait = ledger.claim("sms", contact, limit, window)
+            if wait is None:
+                with lock:
+                    allowed[contact] += 1
+            else:
+                assert 0 < wait <= window
+                time.sleep(min(wait, 0.02))  # pacing the load, not waiting for an outcome
+
+    run_threads(8, claimer)
+    assert all(allowed[contact] >= wanted for contact in contacts), allowed
+    for contact in contacts:
+        times = [row[0] for row in sql(ledger_db, "SELECT at FROM audit WHERE contact = %s "
+                                                  "ORDER BY at", (contact,))]
+        assert len(times) == allowed[contact]
+        assert all((later - earlier).total_seconds() >= window
+                   for earlier, later in zip(times, times[limit:], strict=False)), times
 
 
 def test_a_refusal_waits_until_the_limit_th_newest_send_leaves_the_window(ledger, ledger_db):
