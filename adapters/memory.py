@@ -26,13 +26,7 @@ from pager_actors.domain import (
 from pager_actors.domain.model import reply_codes_of
 from pager_actors.domain.timeline import summarize
 from pager_actors.oncall import Override
-from pager_actors.ports import (
-    DeliveryResult,
-    Outcome,
-    Reply,
-    Transition,
-    VersionConflictError,
-)
+from pager_actors.ports import DeliveryResult, Outcome, Reply, Transition, VersionConflictError
 
 
 class InMemoryPolicyRepository:

@@ -37,10 +37,10 @@ every node's. A refused claim sends nothing: the job goes back to the front of
 its recipient's lane and the recipient is held until the instant the ledger
 named (`DeliveryLanes.defer`), so it then leaves in a bundle with whatever
 else waited, as after a local hold; it is logged `send_refused_by_ledger` and
-counted `ledger_refusals`. A ledger
-that cannot be asked fails open: the page goes, `throttle_ledger_failed` is
-logged and `throttle_ledger_failures` counted (the node's own budget still
-holds), since a page matters more than a budget.
+counted `ledger_refusals`. A ledger that cannot be asked fails open: the page
+goes, `throttle_ledger_failed` is logged and `throttle_ledger_failures`
+counted (the node's own budget still holds), since a page matters more than a
+budget.
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ from pager_actors.scheduler import Scheduler
 log = get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
+
+# A refused claim holds its recipient at least this long, whatever the ledger said: the
+# lanes never ask it again at once, in a loop.
+LEDGER_MIN_WAIT = 0.01
 
 # A job queued while some actors are busy waits for one of them to finish it; an idle actor
 # takes it only if it waited this long (see DeliveryLanes.check). A port that answers in
@@ -250,7 +254,7 @@ class _PortActor(pykka.ThreadingActor):
         effect, attempt = (job.effect, job.attempt) if isinstance(job, Retry) else (job, 1)
         shards = self._shards
         if shards is None:
-            refused = self._claimed(effect, attempt)
+            refused = self._ledger_refusal(effect, attempt)
             if refused is None:
                 self._attempt(effect, attempt)
             return refused
@@ -260,7 +264,7 @@ class _PortActor(pykka.ThreadingActor):
             self._current = None
             return None
         try:
-            refused = self._claimed(cleared, attempt)
+            refused = self._ledger_refusal(cleared, attempt)
             if refused is None:
                 self._attempt(cleared, attempt)
             return refused
@@ -268,7 +272,8 @@ class _PortActor(pykka.ThreadingActor):
             for page in _pages(cleared):
                 shards.end_send(page.service_id)
 
-    def _claimed(self, effect: Sendable, attempt: int) -> tuple[Notify | Bundle, float] | None:
+    def _ledger_refusal(self, effect: Sendable, attempt: int
+                        ) -> tuple[Notify | Bundle, float] | None:
         """None if `effect` may be sent now; else it and the instant the ledger allows it.
         A retry is not claimed: its first attempt was."""
         if self._claim is None or attempt > 1:
@@ -586,7 +591,7 @@ class Dispatcher:
                 log.warning("throttle_ledger_failed", channel=name, error=_storable(failure),
                             **_describe(effect))
                 return None
-            return None if wait is None else clock.now() + max(wait, 0.0)
+            return None if wait is None else clock.now() + max(wait, LEDGER_MIN_WAIT)
         return claim
 
     def restore_throttles(self, sends: list[tuple[str, datetime]], now: datetime) -> int:
