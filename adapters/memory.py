@@ -370,6 +370,43 @@ class InMemoryOwnership:
                                           or self._clock() < self.deadline)
 
 
+class InMemorySendLedger:
+    """A SendLedger (`pager_actors.ports`) in one process, shared by the pagers a test runs
+    as the nodes of one cluster: the sends claimed per (channel, contact), on `clock`
+    (monotonic seconds; tests pass a `ManualClock`'s `now`). Thread-safe.
+
+    `claims` records every claim as (channel, contact, allowed); set `failing` to
+    an exception to make each claim raise it (a ledger out of reach).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sent: dict[tuple[str, str], deque[float]] = {}
+        self.claims: list[tuple[str, str, bool]] = []
+        self.failing: Exception | None = None
+
+    def claim(self, channel: str, contact: str, limit: int, window: float) -> float | None:
+        with self._lock:
+            if self.failing is not None:
+                raise self.failing
+            now = self._clock()
+            sent = self._sent.setdefault((channel, contact), deque())
+            while sent and sent[0] <= now - window:  # half-open: a send counts until +window
+                sent.popleft()
+            allowed = len(sent) < limit
+            self.claims.append((channel, contact, allowed))
+            if allowed:
+                sent.append(now)
+                return None
+            return max(sent[-limit] + window - now, 1e-3)
+
+    def sends(self, channel: str, contact: str) -> list[float]:
+        """When the sends to `contact` still counted were claimed."""
+        with self._lock:
+            return list(self._sent.get((channel, contact), ()))
+
+
 @dataclass(frozen=True, slots=True)
 class Forwarded:
     """One command a RecordingForwarder was given."""

@@ -12,6 +12,9 @@ migrate it once):
 - `timeline`, `overrides`: as in SQLite.
 - `meta`: the schema version, the shard count, one row per migration run, the
   readiness probe's row.
+- v2 adds the cluster's `leases`, `nodes` and `commands`; v3 the console's
+  `console_sessions`, `login_failures` and `console_keys`; v4 `contact_sends`,
+  the cluster's throttle ledger (`adapters/pg_throttle.py`).
 Every services and outbox row carries `shard` (`pager_actors.cluster.shard_of`),
 indexed, so that one shard's services can be loaded, re-armed and resent; the
 recovery reads take a `shards` filter.
@@ -91,7 +94,7 @@ from pager_actors.ports import (
 
 log = get_logger("pager_actors.adapters.postgres")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KEEP_DELIVERED = timedelta(days=7)
 PROBE_BYTES = 8192
 # The advisory lock every pager process takes to migrate: one key they all agree on.
@@ -102,7 +105,7 @@ STATEMENT_TIMEOUT = "30s"  # no call waits on PostgreSQL forever (a lock, a stuc
 IDLE_IN_TRANSACTION_TIMEOUT = "15s"
 
 _TABLES = {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes", "commands",
-           "console_sessions", "login_failures", "console_keys"}
+           "console_sessions", "login_failures", "console_keys", "contact_sends"}
 
 _SCHEMA_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -222,7 +225,20 @@ _SCHEMA_V3 = (
         key  BYTEA NOT NULL CHECK (octet_length(key) >= 32))""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# v4, the cluster's throttle: one row per send to a contact that a throttled channel
+# claimed (adapters/pg_throttle.py), so every node counts the same budget.
+_SCHEMA_V4 = (
+    """CREATE TABLE contact_sends (
+        id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        channel TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        at      TIMESTAMPTZ NOT NULL)""",
+    "CREATE INDEX contact_sends_window ON contact_sends (channel, contact, at)",
+    "CREATE INDEX contact_sends_at ON contact_sends (at)",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3,
+                                           4: _SCHEMA_V4}
 
 # A transition's own fault (a value PostgreSQL cannot hold, a broken constraint, text UTF-8
 # cannot encode): that transition is refused and the rest of its batch can commit.

@@ -29,6 +29,18 @@ bundle goes out with the pages that may. When shards are abandoned,
 same way (`DeliveryLanes.withdraw`, as for a `Withdraw`, but settling nothing).
 Timers are local to a node and need no check: one that fires for a service the
 node no longer runs is dropped by the facade.
+
+A cluster's throttle (`Pager.start(ledger=...)`, a `SendLedger`): each node's
+lanes count only that node's sends, so just before a throttled send that is not
+a retry (after the fence), the actor also claims it in the ledger, which counts
+every node's. A refused claim sends nothing: the job goes back to the front of
+its recipient's lane and the recipient is held until the instant the ledger
+named (`DeliveryLanes.defer`), so it then leaves in a bundle with whatever
+else waited, as after a local hold; it is logged `send_refused_by_ledger` and
+counted `ledger_refusals`. A ledger that cannot be asked fails open: the page
+goes, `throttle_ledger_failed` is logged and `throttle_ledger_failures`
+counted (the node's own budget still holds), since a page matters more than a
+budget.
 """
 
 from __future__ import annotations
@@ -69,6 +81,7 @@ from pager_actors.ports import (
     AlarmClock,
     DeliveryResult,
     MailSender,
+    SendLedger,
     SmsSender,
     Timer,
     TransientDeliveryError,
@@ -78,6 +91,10 @@ from pager_actors.scheduler import Scheduler
 log = get_logger("pager_actors.adapters")
 
 Settle = Callable[[DeliveryResult], None]
+
+# A refused claim holds its recipient at least this long, whatever the ledger said: the
+# lanes never ask it again at once, in a loop.
+LEDGER_MIN_WAIT = 0.01
 
 # A job queued while some actors are busy waits for one of them to finish it; an idle actor
 # takes it only if it waited this long (see DeliveryLanes.check). A port that answers in
@@ -187,6 +204,9 @@ class Wiring:
     page_failed: Callable[[Notify], object] | None = None  # tells the service, to escalate
     shards: HeldShards | None = None  # in a cluster: whose pages may be sent from here
     counters: Counters | None = None
+    # In a cluster with a SendLedger: None if a send may go now, else the instant (on the
+    # throttle's clock) before which it may not.
+    claim: Callable[[Notify | Bundle], float | None] | None = None
 
 
 class _PortActor(pykka.ThreadingActor):
@@ -212,6 +232,7 @@ class _PortActor(pykka.ThreadingActor):
         self._page_failed = wiring.page_failed
         self._shards = wiring.shards if self.channel != "timer" else None
         self._counters = wiring.counters
+        self._claim = wiring.claim if self.channel != "timer" else None
         self._log = log.bind(channel=self.channel)
         self._log_each = info_enabled(self._log)
         self._done_event = f"{self.channel}_{self.done}"
@@ -223,29 +244,62 @@ class _PortActor(pykka.ThreadingActor):
         Asking the lanes directly costs no inbox round trip; the inbox only
         wakes an idle actor (or carries pykka's stop request).
         """
-        inbox = self.actor_inbox
+        inbox: ServiceInbox = self.actor_inbox  # type: ignore[assignment]
         job: Job | None = message
         while job is not None:
             self._current = job
-            self._deliver(job)
-            job = self._lanes.next(inbox)  # type: ignore[arg-type]
+            deferred = self._deliver(job)
+            job = self._lanes.next(inbox) if deferred is None else self._defer(inbox, *deferred)
 
-    def _deliver(self, job: Job) -> None:
+    def _deliver(self, job: Job) -> tuple[Notify | Bundle, float] | None:
+        """Send `job` (what of it the fence allows). Returns what the ledger refused and the
+        instant it may go, or None."""
         effect, attempt = (job.effect, job.attempt) if isinstance(job, Retry) else (job, 1)
         shards = self._shards
         if shards is None:
-            self._attempt(effect, attempt)
-            return
+            refused = self._ledger_refusal(effect, attempt)
+            if refused is None:
+                self._attempt(effect, attempt)
+            return refused
         terms = job.terms if isinstance(job, Retry) else None
         cleared = self._fence(effect, shards, terms, attempt)  # type: ignore[arg-type]
         if cleared is None:
             self._current = None
-            return
+            return None
         try:
-            self._attempt(cleared, attempt)
+            refused = self._ledger_refusal(cleared, attempt)
+            if refused is None:
+                self._attempt(cleared, attempt)
+            return refused
         finally:
             for page in _pages(cleared):
                 shards.end_send(page.service_id)
+
+    def _ledger_refusal(self, effect: Sendable, attempt: int
+                        ) -> tuple[Notify | Bundle, float] | None:
+        """None if `effect` may be sent now; else it and the instant the ledger allows it.
+        A retry is not claimed: its first attempt was."""
+        if self._claim is None or attempt > 1:
+            return None
+        assert type(effect) is Notify or type(effect) is Bundle, effect
+        until = self._claim(effect)
+        return None if until is None else (effect, until)
+
+    def _defer(self, inbox: ServiceInbox, effect: Notify | Bundle, until: float) -> Job | None:
+        """The ledger refused `effect`: back to its recipient's lane, held until `until`.
+        Returns this actor's next job."""
+        self._current = None  # the lanes have it now
+        if self._counters is not None:
+            self._counters.inc("ledger_refusals")
+        if self._log_each:
+            self._log.info("send_refused_by_ledger", **_describe(effect))
+        try:
+            return self._lanes.defer(inbox, effect, until)
+        except LanesClosed:  # stopping: its rows stay pending for the next start
+            self._log.warning(f"{self.channel}_deferred", error="pager stopped",
+                              **_describe(effect))
+            self._work.end(_page_count(effect))
+            return None
 
     def _fence(self, effect: Notify | Bundle, shards: HeldShards,
                terms: tuple[int, ...] | None, attempt: int) -> Notify | Bundle | None:
@@ -291,6 +345,7 @@ class _PortActor(pykka.ThreadingActor):
             self._log.info("send_waits_for_lease", **_describe(page))
 
     def _attempt(self, effect: Sendable, attempt: int) -> None:
+        """Call the port; retry a transient failure later; report the outcome."""
         error: str | None = None
         try:
             try:
@@ -492,7 +547,8 @@ class Dispatcher:
 
     def __init__(self, work: WorkTracker, counters: Counters, scheduler: Scheduler,
                  retry: RetryPolicy, concurrency: dict[str, int] | None = None, *,
-                 throttling: Throttling | None = None) -> None:
+                 throttling: Throttling | None = None,
+                 ledger: SendLedger | None = None) -> None:
         self._work = work
         self._counters = counters
         self._scheduler = scheduler
@@ -504,6 +560,7 @@ class Dispatcher:
         self._page_failed: Callable[[Notify], object] | None = None
         self._shards: HeldShards | None = None
         self._throttling = throttling
+        self._ledger = ledger
         self._clock: AlarmClock = (throttling and throttling.clock) or scheduler
 
     def start(self, mail: MailSender, sms: SmsSender, timer: Timer,
@@ -540,6 +597,28 @@ class Dispatcher:
         return Holding(SendLog(throttle), clock.now, wake, bundle, _is_retry, _page_count,
                        held)
 
+    def _claimer(self, channel: _Channel) -> Callable[[Notify | Bundle], float | None] | None:
+        """How a throttled channel's actors claim a send in the cluster's ledger (None: no
+        ledger, or no throttle): None if it may go now, else the instant it may, on the
+        throttle's clock. A ledger that fails lets the send go (fail open)."""
+        ledger = self._ledger
+        if ledger is None or channel.holding is None:
+            return None
+        throttle = channel.holding.sends.throttle
+        limit, window = throttle.max_per_contact, throttle.window.total_seconds()
+        name, clock, counters = channel.name, self._clock, self._counters
+
+        def claim(effect: Notify | Bundle) -> float | None:
+            try:
+                wait = ledger.claim(name, effect.target.uri, limit, window)
+            except Exception as failure:  # an unreachable ledger must not stop a page
+                counters.inc("throttle_ledger_failures")
+                log.warning("throttle_ledger_failed", channel=name, error=_storable(failure),
+                            **_describe(effect))
+                return None
+            return None if wait is None else clock.now() + max(wait, LEDGER_MIN_WAIT)
+        return claim
+
     def restore_throttles(self, sends: list[tuple[str, datetime]], now: datetime) -> int:
         """Count sends made before this start (from the store: contact URI, when) against
         the throttles, so a restart does not reset them. Returns how many were counted."""
@@ -569,7 +648,8 @@ class Dispatcher:
 
         ref = channel.actor.start(channel.port, Wiring(
             self._work, channel.lanes, counts, self._settle, on_exit, self._retry_later,
-            self._retry, self._page_failed, self._shards, self._counters))
+            self._retry, self._page_failed, self._shards, self._counters,
+            self._claimer(channel)))
         inbox: ServiceInbox = ref.actor_inbox  # type: ignore[assignment]
         channel.refs[inbox] = ref
         first = channel.lanes.join(inbox)

@@ -41,6 +41,12 @@ then (the earliest instant of all held recipients). The rules added:
   it alone (then is held again);
 - `withdraw(match)`: waiting jobs that `match` accepts leave their lanes (an
   acknowledged incident's pages); jobs already taken are never withdrawn;
+- `defer(worker, job, until)`: the worker took `job` but the cluster's
+  `SendLedger` refused it (other nodes used the budget): its send is refunded,
+  the recipient blocked until `until` (`SendLog.block`), the job goes back to
+  the front of its lane (behind any retry waiting there) and the recipient is
+  held like any other: it then leaves as one bundle with whatever waited,
+  and `withdraw` still finds the job;
 - pages held are reported to `Holding.held` (+n as they are held, -n as they
   leave that state by any way): the engine's pending-work count leaves them out,
   so `flush()` and `stop()` do not wait for a window.
@@ -291,6 +297,39 @@ class DeliveryLanes(Generic[W, J]):
         if wake is not None:
             self._holding.wake(wake)  # type: ignore[union-attr]
         return job
+
+    def defer(self, worker: W, job: J, until: float) -> J | None:
+        """`worker` took `job` (not a retry) but may not send it before `until` (on the
+        holding's clock): the send is not counted, `job` goes back to the front of its
+        recipient's lane, and the recipient is held until then. Returns `worker`'s
+        next job, as `next` does.
+
+        Raises LanesClosed (the worker released all the same) when the lanes are
+        closed: the caller then owns `job`.
+        """
+        holding = self._holding
+        assert holding is not None
+        recipient = self._recipient(job)
+        with self._lock:
+            if self._closed:
+                self._release(worker)
+                raise LanesClosed
+            assert self._serving.get(worker) == recipient, "defer() by a worker not serving it"
+            holding.sends.refund(recipient)
+            holding.sends.block(recipient, until)
+            lane = self._waiting.get(recipient)
+            if lane is None:
+                lane = self._waiting[recipient] = deque()
+            first = 0  # retries that joined meanwhile stay first: they wait for no window
+            while first < len(lane) and holding.exempt(lane[first]):
+                first += 1
+            lane.insert(first, job)
+            self._queued += 1
+            wake = self._release(worker)
+            next_job = self._take(worker)
+        if wake is not None:
+            holding.wake(wake)
+        return next_job
 
     def retire(self, worker: W, unfinished: Iterable[J] = ()) -> list[tuple[W, J]]:
         """`worker` is gone (crashed or stopped): release its recipient, and put `unfinished`

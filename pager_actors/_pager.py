@@ -76,6 +76,7 @@ from pager_actors.ports import (
     MailSender,
     Ownership,
     PolicyRepository,
+    SendLedger,
     SmsSender,
     StateStore,
     TimeoutSource,
@@ -160,6 +161,7 @@ class Pager:
         throttle: Throttling | None = None,
         ownership: Ownership | None = None,
         forwarder: Forwarder | None = None,
+        ledger: SendLedger | None = None,
     ) -> Pager:
         """Start the actors in dependency order, recover from `store`, attach to the timer.
 
@@ -184,6 +186,13 @@ class Pager:
         elsewhere go to `forwarder` (without one they fail `NotOwnerError`).
         Throttles are still rebuilt at start, from every recent send in the store:
         a contact's budget spans shards.
+
+        `ledger`: the cluster's count of sends per contact (a `SendLedger`), so a
+        throttle's budget holds over every node, not per node: each throttled
+        send that is not a retry is claimed there first, and one refused waits in
+        its lane, its contact held until the ledger allows (then bundled as after
+        a local hold). A ledger that fails lets the send go. Without `throttle`
+        it is not used; None (the default): each node counts its own sends.
         """
         _check_options(ack_timeout, mail_concurrency, sms_concurrency,
                        forwarding=forwarder is not None, owning=ownership is not None)
@@ -199,7 +208,7 @@ class Pager:
         scheduler = Scheduler()
         dispatcher = Dispatcher(work, counters, scheduler, retry or RetryPolicy(),
                                 {"mail": mail_concurrency, "sms": sms_concurrency},
-                                throttling=throttle)
+                                throttling=throttle, ledger=ledger)
         lost_sync = LateCallback()
         writer: pykka.ActorRef[Any] | None = None
         committer: Committer

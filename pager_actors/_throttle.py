@@ -8,6 +8,10 @@ thread, no clock of its own (times are passed in), so tests drive it directly.
 
 A send counts when it starts, whatever its outcome, and a bundle counts once.
 A window is half-open: a send at `t` counts until `t + window`, exclusive.
+
+In a cluster, a send this log allowed may still be refused by the cluster's
+`SendLedger` (other nodes used the contact's budget): it is then `refund`ed (it
+never happened) and the recipient `block`ed until the instant the ledger named.
 """
 
 from __future__ import annotations
@@ -57,12 +61,13 @@ class Throttling:
 class SendLog:
     """When each recipient's last sends started, at most `max_per_contact` of them each."""
 
-    __slots__ = ("_max", "_sent", "_sweep_at", "_throttle", "_window")
+    __slots__ = ("_blocked", "_max", "_sent", "_sweep_at", "_throttle", "_window")
 
     def __init__(self, throttle: Throttle) -> None:
         self._max = throttle.max_per_contact
         self._window = throttle.window.total_seconds()
         self._sent: dict[Hashable, deque[float]] = {}
+        self._blocked: dict[Hashable, float] = {}  # recipient -> no send before this instant
         self._sweep_at = 1024  # forget quiet recipients once this many are remembered
         self._throttle = throttle
 
@@ -72,6 +77,15 @@ class SendLog:
 
     def next_send(self, recipient: Hashable, now: float) -> float | None:
         """None if `recipient` may be sent to at `now`; else the instant it may."""
+        blocked = self._blocked.get(recipient)
+        if blocked is not None:
+            if blocked > now:
+                return max(blocked, self._next_sent(recipient, now) or blocked)
+            del self._blocked[recipient]
+        return self._next_sent(recipient, now)
+
+    def _next_sent(self, recipient: Hashable, now: float) -> float | None:
+        """`next_send` by this log's own sends."""
         sent = self._sent.get(recipient)
         if sent is None:
             return None
@@ -89,11 +103,27 @@ class SendLog:
         sent = self._sent.get(recipient)
         if sent is None:
             sent = self._sent[recipient] = deque()
-            if len(self._sent) > self._sweep_at:
+            if len(self._sent) + len(self._blocked) > self._sweep_at:
                 self._sweep(now)
         sent.append(now)
         if len(sent) > self._max:  # only the last `max` sends decide when the next may go
             sent.popleft()
+
+    def refund(self, recipient: Hashable) -> None:
+        """The last send to `recipient` (its `spend`) did not happen: it no longer counts.
+
+        Only the last send may be refunded, before any other spend to `recipient`
+        (the lanes refund the send a worker took, while it still serves that
+        recipient). A send that `spend` pushed out was out of the window already:
+        a spend is only made when the window allows it."""
+        sent = self._sent.get(recipient)
+        if sent:
+            sent.pop()
+
+    def block(self, recipient: Hashable, until: float) -> None:
+        """No send to `recipient` before `until` (a later block than one already set wins),
+        whatever this log's own sends allow."""
+        self._blocked[recipient] = max(until, self._blocked.get(recipient, until))
 
     def load(self, sends: Iterable[tuple[Hashable, float]]) -> None:
         """Sends that started before this log existed (rebuilt from the store), any order."""
@@ -105,7 +135,9 @@ class SendLog:
         return len(self._sent)
 
     def _sweep(self, now: float) -> None:
+        for recipient in [r for r, until in self._blocked.items() if until <= now]:
+            del self._blocked[recipient]
         horizon = now - self._window
-        for recipient in [r for r, sent in self._sent.items() if sent and sent[-1] <= horizon]:
+        for recipient in [r for r, sent in self._sent.items() if not sent or sent[-1] <= horizon]:
             del self._sent[recipient]
-        self._sweep_at = max(1024, 2 * len(self._sent))
+        self._sweep_at = max(1024, 2 * (len(self._sent) + len(self._blocked)))

@@ -3,7 +3,8 @@
 Adapters satisfy them by shape; none of them needs to import this module.
 `Ownership` and `Forwarder` are what a cluster node plugs in (issue 11): which
 services this node may run and page for, and how a command reaches the node
-that runs its service.
+that runs its service; `SendLedger` is the cluster's one count of the sends
+to each contact, so a throttle's budget holds over every node.
 """
 
 from __future__ import annotations
@@ -88,6 +89,26 @@ class TimeoutSource(Protocol):
     """A timer that delivers its timeouts itself, once the pager attaches to it."""
 
     def attach(self, on_timeout: TimeoutCallback) -> None: ...
+
+
+class SendLedger(Protocol):
+    """Sends per contact counted for a whole cluster (issue 11), in one place every node
+    asks: a throttled channel claims each send there, after its own `SendLog` allowed it.
+
+    Called from an adapter actor's thread, just before a throttled send that is
+    not a retry (a retry counted at its first attempt; a bundle counts once),
+    after the cluster's send gate allowed it. It may block briefly (a database
+    round trip). StoreError (or any failure) means the ledger could not be asked:
+    the engine then sends anyway (fail open: a page matters more than a budget),
+    logs `throttle_ledger_failed` and counts `throttle_ledger_failures`.
+    """
+
+    def claim(self, channel: str, contact: str, limit: int, window: float) -> float | None:
+        """Atomically: if fewer than `limit` sends to `contact` (a contact URI) on `channel`
+        were recorded in the last `window` seconds (the ledger's own clock), record one
+        now and return None; else record nothing and return the seconds (> 0) until the
+        window allows the next send."""
+        ...
 
 
 # -- commands and their outcomes; a cluster's ownership and forwarding -----------

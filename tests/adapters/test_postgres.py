@@ -57,7 +57,8 @@ def test_a_new_database_gets_the_versioned_schema(store, pg_dsn):
     tables = {name for (name,) in rows(pg_dsn, "SELECT tablename FROM pg_tables "
                                                "WHERE schemaname = current_schema()")}
     assert tables == {"meta", "services", "outbox", "timeline", "overrides", "leases", "nodes",
-                      "commands", "console_sessions", "login_failures", "console_keys"}
+                      "commands", "console_sessions", "login_failures", "console_keys",
+                      "contact_sends"}
     meta = dict(rows(pg_dsn, "SELECT key, value FROM meta WHERE key <> 'probe'"))
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["shards"] == str(SHARDS)
     assert [key for key in meta if key.startswith("migrated_to_")] == [
@@ -65,8 +66,9 @@ def test_a_new_database_gets_the_versioned_schema(store, pg_dsn):
 
 
 def test_a_version_1_database_is_migrated_with_its_rows_kept(pg_dsn):
-    """A store from before the cluster (schema v1) gains the lease, node, command and
-    console tables, one unheld lease per shard at epoch 0, and keeps its services."""
+    """A store from before the cluster (schema v1) gains the lease, node, command, console
+    and throttle ledger tables, one unheld lease per shard at epoch 0, and keeps its
+    services."""
     with psycopg.connect(pg_dsn, autocommit=True) as db:
         for statement in _SCHEMA_V1:
             db.execute(statement)
@@ -76,7 +78,7 @@ def test_a_version_1_database_is_migrated_with_its_rows_kept(pg_dsn):
                    "now())", (shard_of("checkout"), '{"opened":0,"incident":null,"alerts":[]}'))
     store = PostgresStore(pg_dsn)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         assert store.load("checkout") == MonitoredService("checkout", None, 0, 3)
     finally:
         store.close()
