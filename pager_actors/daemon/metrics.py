@@ -64,6 +64,12 @@ class _EngineCollector(Collector):
             ("pager_service_restarts", "service_restarts", "Service actor restarts."),
             ("pager_dead_letters", "dead_letters", "Commands dropped after crashing twice."),
             ("pager_quarantines", "services_quarantined", "Services quarantined."),
+            ("pager_ledger_refusals", "ledger_refusals",
+             "Throttled sends held back because other nodes used the contact's budget "
+             "(cluster)."),
+            ("pager_throttle_ledger_failures", "throttle_ledger_failures",
+             "Throttled sends that went without the cluster's budget check (PostgreSQL "
+             "unreachable)."),
         ):
             counter = CounterMetricFamily(name, text)
             counter.add_metric([], stats.get(key, 0))

@@ -46,6 +46,7 @@ from adapters.memory import InMemoryPolicyRepository
 from adapters.pg_cluster import LeaseKeeper
 from adapters.pg_console import PgConsoleState
 from adapters.pg_forward import PgForwarder
+from adapters.pg_throttle import PgSendLedger
 from adapters.postgres import PostgresStore
 from adapters.smtp import SmtpMailSender
 from adapters.sqlite import SqliteStore
@@ -155,6 +156,18 @@ def console_state(config: Config) -> PgConsoleState | None:
         raise StartupRefused(str(error)) from error
 
 
+def send_ledger(config: Config) -> PgSendLedger | None:
+    """In a cluster, each contact's throttle budget is counted in PostgreSQL, over every
+    node (its table comes with the store's schema)."""
+    state = config.pager.state
+    if not isinstance(state, PostgresState):
+        return None
+    try:
+        return PgSendLedger(state.url)
+    except StoreError as error:
+        raise StartupRefused(str(error)) from error
+
+
 def cluster_node(config: Config, store: StateStore, oncall: OnCall) -> Node | None:
     """With a PostgreSQL state, this daemon is a node of a cluster: its lease keeper fences
     the store's commits, and its forwarder carries commands to the other nodes."""
@@ -225,7 +238,7 @@ def console_app(pager: Pager, config: Config, policies: InMemoryPolicyRepository
 
 def start_pager(config: Config, *, policies: InMemoryPolicyRepository, store: StateStore,
                 timer: ThreadedTimer, mail: MailSender, sms: SmsSender, oncall: OnCall,
-                node: Node | None) -> Pager:
+                node: Node | None, ledger: PgSendLedger | None) -> Pager:
     """The engine, as the config says; in a cluster it owns nothing until the node joins."""
     return Pager.start(
         policies=policies, mail=mail, sms=sms, timer=timer,
@@ -244,13 +257,15 @@ def start_pager(config: Config, *, policies: InMemoryPolicyRepository, store: St
         throttle=throttling(config),
         ownership=node.leases if node is not None else None,
         forwarder=node.forwarding if node is not None else None,
+        ledger=ledger,
     )
 
 
 def shut_down(*, node: Node | None, pager: Pager, senders: tuple[object, ...],
-              timer: ThreadedTimer, shared: PgConsoleState | None, store: StateStore) -> None:
+              timer: ThreadedTimer, closing: tuple[PgConsoleState | PgSendLedger | None, ...],
+              store: StateStore) -> None:
     """After uvicorn stopped: hand the shards over (in a cluster), then stop the pager, close
-    the senders, the timer and the stores."""
+    the senders, the timer, the cluster's other connections (`closing`) and the store."""
     if node is not None:  # hand the shards over before the pager stops
         node.leave()
     pager.stop(timeout=5)
@@ -260,8 +275,9 @@ def shut_down(*, node: Node | None, pager: Pager, senders: tuple[object, ...],
             with contextlib.suppress(Exception):  # a send hung past the stop may race it
                 close()
     timer.close()
-    if shared is not None:
-        shared.close()
+    for opened in closing:
+        if opened is not None:
+            opened.close()
     store.close()
 
 
@@ -273,22 +289,25 @@ def run(config: Config) -> int:
     """
     store = open_store(config)
     shared: PgConsoleState | None = None
+    ledger: PgSendLedger | None = None
     try:
         sock = listen_socket(config.server)
         oncall = OnCall(config.users, config.rotations, store)
         shared = console_state(config)
         stores = console_stores(shared)
+        ledger = send_ledger(config)
         node = cluster_node(config, store, oncall)
     except StartupRefused:
-        if shared is not None:
-            shared.close()
+        for opened in (shared, ledger):
+            if opened is not None:
+                opened.close()
         store.close()
         raise
     timer = ThreadedTimer()
     policies = InMemoryPolicyRepository(config.services)
     mail, sms = mail_sender(config), sms_sender(config)
     pager = start_pager(config, policies=policies, store=store, timer=timer, mail=mail,
-                        sms=sms, oncall=oncall, node=node)
+                        sms=sms, oncall=oncall, node=node, ledger=ledger)
     server = None
     # From here on, whatever happens, the node hands its shards over and everything
     # stops: a daemon that refuses to serve must not go on paging without its API.
@@ -322,8 +341,8 @@ def run(config: Config) -> int:
     finally:
         log.info("daemon_stopping")
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        shut_down(node=node, pager=pager, senders=(mail, sms), timer=timer, shared=shared,
-                  store=store)
+        shut_down(node=node, pager=pager, senders=(mail, sms), timer=timer,
+                  closing=(shared, ledger), store=store)
         sock.close()
         log.info("daemon_stopped")
     return 0 if server.started else 1
