@@ -312,3 +312,24 @@ def test_overrides_reply_codes_windows_and_timelines_work_from_any_node(
     assert ended.status_code == 200, ended.text
     wait_for(lambda: sent_to(sms)[number(0, 1)], 10, "the held alert paged at the window's end")
     assert sent_to(sms)[numbers[today]] == 0
+
+
+def test_a_contacts_throttle_holds_over_nodes(make_cluster, gateways):
+    """Two services run by two nodes page one phone, one SMS per 3 s allowed: the first goes
+    at once, the other node's waits for the window (PostgreSQL counted the first), then
+    goes; never two within the window."""
+    _, sms = gateways
+    services = "".join(f'\n[[services]]\nid = "shared-{i}"\nlevels = [["sms:+33600000007"]]\n'
+                       for i in range(8))
+    cluster = make_cluster(services, ack_timeout="1h", size=2,
+                           sms='max_per_contact = 1\nthrottle_window = "3s"\n').start()
+    first = "shared-0"
+    second = next(f"shared-{i}" for i in range(1, 8)
+                  if cluster.owner(f"shared-{i}") is not cluster.owner(first))
+    assert cluster.alert(first).status_code == 202
+    wait_for(lambda: sms.messages, 10, "the first page")
+    assert cluster.alert(second).status_code == 202
+    wait_for(lambda: len(sms.messages) == 2, 15, "the other node's page, once the window allows")
+    early, late = sms.messages
+    assert late.at - early.at >= 3.0 - 0.2  # the database's clock against ours: a little slack
+    assert sum(metric(d, "pager_ledger_refusals_total") for d in cluster.daemons) >= 1
