@@ -47,7 +47,7 @@ import queue
 import select
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -64,7 +64,12 @@ from adapters.command_json import (
 from adapters.pg_conn import Connection, Database
 from pager_actors.cluster import shard_of
 from pager_actors.domain import Command
-from pager_actors.errors import ForwardTimeoutError, OwnerFailedError, PagerStoppedError
+from pager_actors.errors import (
+    ForwardTimeoutError,
+    NotOwnerError,
+    OwnerFailedError,
+    PagerStoppedError,
+)
 from pager_actors.logs import get_logger
 from pager_actors.ports import Outcome, Reply, StoreError
 
@@ -73,6 +78,7 @@ log = get_logger("pager_actors.adapters.pg_forward")
 COMMANDS_CHANNEL = "pager_commands"
 ANSWERS_CHANNEL = "pager_answers"
 EXPIRED = "(expired)"  # the taken_by of a command withdrawn by its origin
+GIVE_BACK = "(give back)"  # not an answer: the claim is released for the shard's next owner
 KEEP_ROWS = timedelta(hours=1)
 SWEEP_EVERY = 300.0  # seconds between two sweeps of old rows
 SEND_BATCH = 256  # commands inserted in one transaction, at most
@@ -87,8 +93,10 @@ _CLAIM = """
     UPDATE commands SET taken_by = %s
     WHERE id IN (SELECT id FROM commands
                  WHERE taken_by IS NULL AND shard = ANY(%s) AND created_at > now() - %s
+                   AND id <> ALL(%s)
                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %s)
     RETURNING id, service_id, command, origin"""
+GIVEN_BACK_REMEMBERED = 1000  # ids this node gave back and must not claim again
 
 
 class OutcomeFuture(Protocol):
@@ -158,6 +166,7 @@ class PgForwarder:
         self._backlog: queue.Queue[_Claimed | None] = queue.Queue()
         self._answers: queue.SimpleQueue[tuple[_Claimed, Any] | None] = queue.SimpleQueue()
         self._unrun: list[_Claimed] = []
+        self._given_back: deque[int] = deque(maxlen=GIVEN_BACK_REMEMBERED)
         self._claim_more = False  # the backlog was full: claim again once it empties
         self._woken = False
         self._handed_back = False  # close() failed the waiting replies: none may be added
@@ -455,8 +464,10 @@ class PgForwarder:
                 self._claim_more = True  # the runner wakes us once it has caught up
                 return
             limit = min(CLAIM_BATCH, room)
+            with self._lock:
+                refused = list(self._given_back)
             rows = db.execute(_CLAIM, (self.node, held, timedelta(seconds=self._timeout),
-                                       limit)).fetchall()
+                                       refused, limit)).fetchall()
             for row in sorted(rows):
                 self._backlog.put(_Claimed(int(row[0]), row[1], row[2], row[3]))
             if len(rows) < limit:
@@ -598,12 +609,20 @@ class PgForwarder:
     def _write_answers(self, db: Connection, answers: Sequence[tuple[_Claimed, str]]) -> None:
         """Store the answers and notify their origins, in one transaction (again after a
         failure: an answer's write is idempotent)."""
+        given_back = [claimed.id for claimed, text in answers if text == GIVE_BACK]
+        answered = [(claimed, text) for claimed, text in answers if text != GIVE_BACK]
+        with self._lock:  # never claimed here again: the shard left, its next owner runs it
+            self._given_back.extend(given_back)
         with db.cursor() as cursor:
+            if given_back:  # the shard left this node after the claim: its next owner runs it
+                cursor.execute("UPDATE commands SET taken_by = NULL "
+                               "WHERE id = ANY(%s) AND taken_by = %s", (given_back, self.node))
+                cursor.execute("SELECT pg_notify(%s, '')", (COMMANDS_CHANNEL,))
             cursor.executemany("UPDATE commands SET answer = %s, answered_at = now() "
                                "WHERE id = %s AND taken_by = %s",
-                               [(text, claimed.id, self.node) for claimed, text in answers])
+                               [(text, claimed.id, self.node) for claimed, text in answered])
             cursor.execute("SELECT pg_notify(%s, origin) FROM unnest(%s::text[]) AS origin",
-                           (ANSWERS_CHANNEL, sorted({claimed.origin for claimed, _ in answers})))
+                           (ANSWERS_CHANNEL, sorted({claimed.origin for claimed, _ in answered})))
         db.commit()
 
     # -- closing -------------------------------------------------------------------
@@ -649,12 +668,16 @@ class PgForwarder:
 
 
 def _encoded(item: tuple[_Claimed, Any]) -> tuple[_Claimed, str]:
-    """A settled command's answer as JSON: its outcome, or its error."""
+    """A settled command's answer as JSON: its outcome, or its error; GIVE_BACK if this
+    node no longer runs the service (the command goes back for its new owner to claim)."""
     claimed, settled = item
     if isinstance(settled, BaseException):
-        return claimed, encode_error(settled)
+        return claimed, GIVE_BACK if isinstance(settled, NotOwnerError) \
+            else encode_error(settled)
     try:
         return claimed, encode_outcome(settled.get(timeout=0))
+    except NotOwnerError:
+        return claimed, GIVE_BACK
     except Exception as error:
         return claimed, encode_error(error)
 
