@@ -41,8 +41,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from adapters.pg_conn import open_pool
 from adapters.postgres import PostgresTarget
 from pager_actors.console.ports import (
     ACCOUNT_KEY_CHARS,
@@ -85,32 +86,9 @@ class PgConsoleState:
         self._target = PostgresTarget.parse(dsn, application_name=application_name)
         self.where = self._target.where
         self._timeout = timeout
-        params: dict[str, Any] = {**self._target.params, "autocommit": True}
-        self._check_tables(params)
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
-            kwargs=params, min_size=1, max_size=max(connections, 1), open=False,
-            configure=_configure, check=ConnectionPool.check_connection, timeout=timeout,
-            reconnect_timeout=timeout, name="pager-console")
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as error:
-            self._pool.close()
-            raise StoreError(f"{self.where}: the console cannot open its connections: "
-                             f"{self._reason(error)}") from error
-
-    def _check_tables(self, params: dict[str, Any]) -> None:
-        """One plain connection first: a refused login or a missing table is told in
-        PostgreSQL's words (a pool would only say it timed out)."""
-        try:
-            with psycopg.connect(**params) as db:
-                missing = [name for name in CONSOLE_TABLES
-                           if _one(db, "SELECT to_regclass(%s)", (name,)) is None]
-        except psycopg.Error as error:
-            raise StoreError(f"{self.where}: the console cannot connect: "
-                             f"{self._reason(error)}") from error
-        if missing:
-            raise StoreError(f"{self.where}: has no console tables ({', '.join(missing)}): "
-                             "the PostgreSQL store creates them (schema v3) when it opens")
+        self._pool = open_pool(self._target, what="the console", tables=CONSOLE_TABLES,
+                               connections=connections, timeout=timeout,
+                               configure=_configure, name="pager-console")
 
     def _reason(self, error: BaseException) -> str:
         return self._target.reason(error) or type(error).__name__

@@ -32,8 +32,9 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from adapters.pg_conn import open_pool
 from adapters.postgres import PostgresTarget, configure_session
 from pager_actors.ports import StoreError
 
@@ -65,31 +66,9 @@ class PgSendLedger:
         self._lock = threading.Lock()
         self._down_until = 0.0  # monotonic; claims before it fail at once
         self._down_reason = ""
-        params: dict[str, Any] = {**self._target.params, "autocommit": True}
-        self._check_table(params)
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
-            kwargs=params, min_size=1, max_size=max(connections, 1), open=False,
-            configure=configure_session, check=ConnectionPool.check_connection,
-            timeout=timeout, reconnect_timeout=timeout, name="pager-throttle")
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as error:
-            self._pool.close()
-            raise StoreError(f"{self.where}: the throttle ledger cannot open its "
-                             f"connections: {self._reason(error)}") from None
-
-    def _check_table(self, params: dict[str, Any]) -> None:
-        """One plain connection first: a refused login or a missing table is told in
-        PostgreSQL's words (a pool would only say it timed out)."""
-        try:
-            with psycopg.connect(**params) as db:
-                row = db.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
-        except psycopg.Error as error:
-            raise StoreError(f"{self.where}: the throttle ledger cannot connect: "
-                             f"{self._reason(error)}") from None
-        if row is None or row[0] is None:
-            raise StoreError(f"{self.where}: has no {TABLE} table: the PostgreSQL store "
-                             "creates it (schema v4) when it opens")
+        self._pool = open_pool(self._target, what="the throttle ledger", tables=(TABLE,),
+                               connections=connections, timeout=timeout,
+                               configure=configure_session, name="pager-throttle")
 
     def _reason(self, error: BaseException) -> str:
         return self._target.reason(error) or type(error).__name__

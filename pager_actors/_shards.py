@@ -102,8 +102,7 @@ class HeldShards:
         page was last tried in (a retry), fenced unless it is still the current one."""
         shard = shard_of(service_id, self._shards)
         with self._lock:
-            if shard not in self._running or shard in self._draining \
-                    or (term is not None and term != self._terms[shard]):
+            if not self._sendable(shard, term):
                 return False
             try:
                 allowed = self._ownership.may_send(service_id)
@@ -120,15 +119,19 @@ class HeldShards:
         (its renewal is late, not lost). Such a page is tried again shortly: once the
         lease is renewed it goes; once the shard is let go (or adopted again, a new term)
         it is fenced for good and its row stays pending for whoever adopts it."""
-        shard = shard_of(service_id, self._shards)
         with self._lock:
-            if shard not in self._running or shard in self._draining \
-                    or (term is not None and term != self._terms[shard]):
+            if not self._sendable(shard_of(service_id, self._shards), term):
                 return False
         try:
             return self._ownership.owns(service_id)  # held, only its send deadline passed
         except Exception:  # a port that cannot tell: fenced (the row stays)
             return False
+
+    def _sendable(self, shard: int, term: int | None) -> bool:
+        """The lock held: the shard is run here, not draining, and `term` (if given) is
+        still its current one."""
+        return shard in self._running and shard not in self._draining \
+            and (term is None or term == self._terms[shard])
 
     def end_send(self, service_id: str) -> None:
         shard = shard_of(service_id, self._shards)
