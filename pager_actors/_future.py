@@ -13,6 +13,7 @@ import logging
 import queue
 import sys
 import threading
+import weakref
 from typing import Any, TypeVar
 
 import pykka
@@ -105,20 +106,68 @@ def failed(error: BaseException) -> CommandFuture[Any]:
 async def settled(future: CommandFuture[Any], timeout: float) -> bool:
     """Wait, without blocking the event loop, until `future` is settled: False if `timeout`
     seconds passed first."""
+    if future.done():
+        return True
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def settle() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    def wake(_: CommandFuture[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle)
-
-    future.add_done_callback(wake)
+    waiter: asyncio.Future[bool] = loop.create_future()
+    wakeups = _wakeups_of(loop)
+    future.add_done_callback(lambda _: wakeups.add(waiter))
+    expiry = loop.call_later(timeout, _expire, waiter)
     try:
-        await asyncio.wait_for(waiter, timeout)
-    except TimeoutError:
-        return False
-    return True
+        return await waiter
+    finally:
+        expiry.cancel()
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+class _LoopWakeups:
+    """Waiters of one event loop whose futures settled in other threads.
+
+    The store writer settles a group commit's futures one after another; waking the
+    loop for each (`call_soon_threadsafe` writes to its self-pipe) cost a system call
+    and a loop iteration per request. Here the first waiter of a batch schedules one
+    call and the others join it.
+    """
+
+    __slots__ = ("_lock", "_loop", "_ready")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the loop is this object's key in `_wakeups`, which must not keep it alive.
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Future[bool]] = []
+
+    def add(self, waiter: asyncio.Future[bool]) -> None:
+        """From any thread: settle `waiter` (True) on its loop soon."""
+        with self._lock:
+            self._ready.append(waiter)
+            if len(self._ready) > 1:  # a call is already scheduled and has not run yet
+                return
+        loop = self._loop()
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for waiter in ready:
+            if not waiter.done():  # expired, or its request was cancelled
+                waiter.set_result(True)
+
+
+_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWakeups] = (
+    weakref.WeakKeyDictionary())
+_wakeups_lock = threading.Lock()
+
+
+def _wakeups_of(loop: asyncio.AbstractEventLoop) -> _LoopWakeups:
+    found = _wakeups.get(loop)
+    if found is None:
+        with _wakeups_lock:  # tests run several loops, each in its own thread
+            found = _wakeups.setdefault(loop, _LoopWakeups(loop))
+    return found
