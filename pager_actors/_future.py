@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import queue
 import sys
@@ -112,34 +113,31 @@ async def settled(future: CommandFuture[Any], timeout: float) -> bool:
     waiter: asyncio.Future[bool] = loop.create_future()
     wakeups = _wakeups_of(loop)
     future.add_done_callback(lambda _: wakeups.add(waiter))
-    expiry = loop.call_later(timeout, _expire, waiter)
-    try:
-        return await waiter
-    finally:
-        expiry.cancel()
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
+    wakeups.expire_after(timeout, waiter)
+    return await waiter
 
 
 class _LoopWakeups:
-    """Waiters of one event loop whose futures settled in other threads.
+    """Waiters of one event loop whose futures settle in other threads.
 
     The store writer settles a group commit's futures one after another; waking the
     loop for each (`call_soon_threadsafe` writes to its self-pipe) cost a system call
     and a loop iteration per request. Here the first waiter of a batch schedules one
-    call and the others join it.
+    call and the others join it. Likewise the deadlines: one loop timer, for the
+    earliest, instead of a timer handle armed and cancelled per request.
     """
 
-    __slots__ = ("_lock", "_loop", "_ready")
+    __slots__ = ("_deadlines", "_lock", "_loop", "_ready", "_sequence", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weak: the loop is this object's key in `_wakeups`, which must not keep it alive.
         self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._ready: list[asyncio.Future[bool]] = []
+        # Touched on the loop's thread only:
+        self._deadlines: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._sequence = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, waiter: asyncio.Future[bool]) -> None:
         """From any thread: settle `waiter` (True) on its loop soon."""
@@ -152,12 +150,37 @@ class _LoopWakeups:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
                 loop.call_soon_threadsafe(self._run)
 
+    def expire_after(self, timeout: float, waiter: asyncio.Future[bool]) -> None:
+        """On the loop: settle `waiter` with False once `timeout` seconds have passed."""
+        loop = waiter.get_loop()
+        deadline = loop.time() + timeout
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._sequence, waiter))
+        if self._timer is None or deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+
     def _run(self) -> None:
         with self._lock:
             ready, self._ready = self._ready, []
         for waiter in ready:
             if not waiter.done():  # expired, or its request was cancelled
                 waiter.set_result(True)
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        if not deadlines:
+            return
+        loop = deadlines[0][2].get_loop()
+        now = loop.time()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][2].done()):
+            waiter = heapq.heappop(deadlines)[2]
+            if not waiter.done():
+                waiter.set_result(False)
+        if deadlines:
+            self._timer = loop.call_at(deadlines[0][0], self._expire)
 
 
 _wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWakeups] = (

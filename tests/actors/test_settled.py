@@ -69,3 +69,23 @@ def test_waiters_of_several_loops_wake_on_their_own_loop() -> None:
     for thread in threads:
         thread.join(timeout=10)
     assert results == {0: [True, True], 1: [True, True]}
+
+
+def test_a_shorter_timeout_after_a_longer_one_expires_first() -> None:
+    """Deadlines are kept in order: a short wait queued after a long one ends on time."""
+    slow: CommandFuture[Any] = CommandFuture()
+    fast: CommandFuture[Any] = CommandFuture()
+
+    async def main() -> tuple[bool, bool, float]:
+        loop = asyncio.get_running_loop()
+        long_wait = asyncio.ensure_future(settled(slow, 30))
+        await asyncio.sleep(0)
+        started = loop.time()
+        short = await settled(fast, 0.05)
+        spent = loop.time() - started
+        slow.set(None)
+        return short, await long_wait, spent
+
+    short, long_, spent = asyncio.run(main())
+    assert (short, long_) == (False, True)
+    assert spent < 5
