@@ -7,6 +7,12 @@ alert opens an incident, pages two targets and arms a timer; it stops itself aft
 fixed number of requests. Without wrk, a Python generator (httpx) does the same with
 fewer requests in flight; it saturates before the daemon does, so its figure is a floor.
 For comparison, the same alerts run in process against a Pager on SQLite.
+
+The reference for the HTTP stack is a bare Starlette app (`bare_app`) that parses the
+same JSON body and answers 202 to both requests, served by `build_server` (the daemon's
+uvicorn settings and protocol) in its own process and loaded by the same wrk script in
+the same run: `daemon / bare` is what the daemon's own work costs (issue 12 wants at
+least 0.6x, with p99 at most 50 ms at 64 connections).
 Prints a table, then one JSON line.
 """
 
@@ -26,6 +32,10 @@ from pathlib import Path
 
 import httpx
 import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +44,9 @@ from adapters.memory import ManualTimer
 from adapters.sqlite import SqliteStore
 from bench.bench_engine import in_threads, policies, report
 from pager_actors import Pager
+from pager_actors.daemon.config import ServerConfig
+from pager_actors.daemon.run import GRACEFUL_SECONDS
+from pager_actors.daemon.server import build_server
 from tests.servers import free_port
 
 
@@ -114,6 +127,61 @@ def with_wrk(url: str, services: int, seconds: int, concurrency: int, tmp: Path
             "http_p50_ms": percentile("50%"), "http_p99_ms": percentile("99%")}
 
 
+def bare_app() -> Starlette:
+    """The reference: plain Starlette that parses the alert's JSON body and answers 202."""
+
+    async def alert(request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"service_id": body["service_id"], "accepted": True},
+                            status_code=202)
+
+    async def healthy(request: Request) -> Response:
+        return JSONResponse({"service_id": request.path_params["service_id"],
+                             "accepted": True}, status_code=202)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[
+        Route("/api/v1/alerts", alert, methods=["POST"]),
+        Route("/api/v1/services/{service_id}/healthy", healthy, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"])])
+
+
+def serve_bare(port: int) -> None:
+    """Serve `bare_app` on `port` with the daemon's server settings, until SIGTERM."""
+    build_server(bare_app(), config=ServerConfig(port=port),
+                 graceful_shutdown=GRACEFUL_SECONDS).run()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{url} did not start")
+        time.sleep(0.1)
+
+
+def over_bare(services: int, seconds: int, concurrency: int, tmp: Path) -> dict[str, float]:
+    """The same wrk load on `bare_app`, in its own process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port)],
+                              stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, server)
+        figures = with_wrk(url, services, seconds, concurrency, tmp)
+        return {key.replace("http_", "bare_"): value for key, value in figures.items()}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def with_python(url: str, services: int, rounds: int) -> dict[str, float]:
     ids = [f"svc-{i}" for i in range(services)]
     alerts = [("/api/v1/alerts", {"service_id": s, "message": "load"}) for s in ids]
@@ -140,16 +208,7 @@ def over_http(services: int, rounds: int, concurrency: int, tmp: Path) -> dict[s
                                str(path)], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the daemon did not start")
-            time.sleep(0.1)
+        wait_ready(url, daemon)
         warm = [("/api/v1/alerts", {"service_id": f"svc-{i}", "message": "warm"})
                 for i in range(services)]
         asyncio.run(blast(url, warm, 8))  # every service actor created before timing
@@ -190,9 +249,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10,
                         help="seconds of wrk load, or rounds of the Python generator")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         figures = over_http(args.services, args.rounds, args.concurrency, Path(tmp))
+        if figures["http_generator"] == "wrk":
+            figures.update(over_bare(args.services, args.rounds, args.concurrency, Path(tmp)))
+            figures["http_vs_bare"] = round(
+                figures["http_commands_per_s"] / figures["bare_commands_per_s"], 3)
         local = in_process(args.services, args.rounds, Path(tmp))
     figures["in_process_alerts_per_s"] = round(local)
     figures["http_vs_in_process"] = round(figures["http_alerts_per_s"] / local, 3)
@@ -201,6 +268,18 @@ def main() -> None:
         (f"HTTP ({generator}): {figures['http_requests']:,} requests",
          f"{figures['http_alerts_per_s']:,} alerts/s"),
         ("HTTP latency p50 / p99", f"{figures['http_p50_ms']} / {figures['http_p99_ms']} ms"),
+    ]
+    if "bare_requests" in figures:
+        rows += [
+            (f"daemon, {args.concurrency} connections",
+             f"{figures['http_commands_per_s']:,} requests/s, p50 {figures['http_p50_ms']} ms,"
+             f" p99 {figures['http_p99_ms']} ms"),
+            (f"bare Starlette, {args.concurrency} connections",
+             f"{figures['bare_commands_per_s']:,} requests/s, p50 {figures['bare_p50_ms']} ms,"
+             f" p99 {figures['bare_p99_ms']} ms"),
+            ("daemon / bare", f"{figures['http_vs_bare']}x"),
+        ]
+    rows += [
         ("in process (SQLite, 4 threads)", f"{figures['in_process_alerts_per_s']:,} alerts/s"),
         ("HTTP / in process", f"{figures['http_vs_in_process']}x"),
     ]

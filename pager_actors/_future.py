@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import queue
 import sys
 import threading
+import weakref
 from typing import Any, TypeVar
 
 import pykka
@@ -105,20 +107,90 @@ def failed(error: BaseException) -> CommandFuture[Any]:
 async def settled(future: CommandFuture[Any], timeout: float) -> bool:
     """Wait, without blocking the event loop, until `future` is settled: False if `timeout`
     seconds passed first."""
+    if future.done():
+        return True
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
+    waiter: asyncio.Future[bool] = loop.create_future()
+    wakeups = _wakeups_of(loop)
+    future.add_done_callback(lambda _: wakeups.add(waiter))
+    wakeups.expire_after(timeout, waiter)
+    return await waiter
 
-    def settle() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
 
-    def wake(_: CommandFuture[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle)
+class _LoopWakeups:
+    """Waiters of one event loop whose futures settle in other threads.
 
-    future.add_done_callback(wake)
-    try:
-        await asyncio.wait_for(waiter, timeout)
-    except TimeoutError:
-        return False
-    return True
+    The store writer settles a group commit's futures one after another; waking the
+    loop for each (`call_soon_threadsafe` writes to its self-pipe) cost a system call
+    and a loop iteration per request. Here the first waiter of a batch schedules one
+    call and the others join it. Likewise the deadlines: one loop timer, for the
+    earliest, instead of a timer handle armed and cancelled per request.
+    """
+
+    __slots__ = ("_deadlines", "_lock", "_loop", "_ready", "_sequence", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the loop is this object's key in `_wakeups`, which must not keep it alive.
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Future[bool]] = []
+        # Touched on the loop's thread only:
+        self._deadlines: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._sequence = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, waiter: asyncio.Future[bool]) -> None:
+        """From any thread: settle `waiter` (True) on its loop soon."""
+        with self._lock:
+            self._ready.append(waiter)
+            if len(self._ready) > 1:  # a call is already scheduled and has not run yet
+                return
+        loop = self._loop()
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._run)
+
+    def expire_after(self, timeout: float, waiter: asyncio.Future[bool]) -> None:
+        """On the loop: settle `waiter` with False once `timeout` seconds have passed."""
+        loop = waiter.get_loop()
+        deadline = loop.time() + timeout
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._sequence, waiter))
+        if self._timer is None or deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _run(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for waiter in ready:
+            if not waiter.done():  # expired, or its request was cancelled
+                waiter.set_result(True)
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        if not deadlines:
+            return
+        loop = deadlines[0][2].get_loop()
+        now = loop.time()
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][2].done()):
+            waiter = heapq.heappop(deadlines)[2]
+            if not waiter.done():
+                waiter.set_result(False)
+        if deadlines:
+            self._timer = loop.call_at(deadlines[0][0], self._expire)
+
+
+_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWakeups] = (
+    weakref.WeakKeyDictionary())
+_wakeups_lock = threading.Lock()
+
+
+def _wakeups_of(loop: asyncio.AbstractEventLoop) -> _LoopWakeups:
+    found = _wakeups.get(loop)
+    if found is None:
+        with _wakeups_lock:  # tests run several loops, each in its own thread
+            found = _wakeups.setdefault(loop, _LoopWakeups(loop))
+    return found

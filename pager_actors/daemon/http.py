@@ -158,12 +158,15 @@ class _Api:
         self.node = node
         self.label = config.alertmanager.service_label
         self.limit = config.server.max_body_bytes
+        # Resolved once: `labels()` takes the metric's lock and a dict look-up per call.
+        self.received_api = metrics.alerts_received.labels(source="api")
+        self.received_alertmanager = metrics.alerts_received.labels(source="alertmanager")
 
     async def post_alert(self, request: Request) -> Response:
         given = payloads.alert(await json_object(request, self.limit))
         outcome = await committed(_submit(self.pager, given))
         if given.status == "firing":
-            self.metrics.alerts_received.labels(source="api").inc()
+            self.received_api.inc()
         return _accepted(outcome)
 
     async def post_command(self, request: Request) -> Response:
@@ -238,7 +241,7 @@ class _Api:
                     outcome = await committed(future)
                     result.update(accepted=True, event=outcome.event)
                     if result["status"] == "firing":
-                        self.metrics.alerts_received.labels(source="alertmanager").inc()
+                        self.received_alertmanager.inc()
                 except HttpError as error:
                     result.update(accepted=False, error=str(error), code=error.status)
             results.append(result)

@@ -18,6 +18,9 @@ since it relies on their internals) and changes four things:
 - The concurrency limit counts requests received completely and not yet
   answered, not connections: idle connections and half-sent requests refuse
   nobody. Past the limit the answer is a JSON 503 with `Retry-After`.
+- A response's head is held until its first body bytes and leaves with them in one
+  write (`_HeadWithBody`): uvicorn wrote them apart, two `send()` system calls per
+  answer, each of which gives up the GIL that the engine's threads then hold.
 - uvicorn's own answers are JSON too: 400 for a malformed request, 500 when the
   app failed (or was cancelled at the graceful deadline) before answering; and
   on shutdown a request still arriving gets a 503 at once instead of being held
@@ -120,6 +123,7 @@ class SlowClientGuard(HttpToolsProtocol):
         # before starting its response with a plain-text 500: make it JSON.
         self.cycle.send_500_response = functools.partial(  # type: ignore[method-assign]
             _send_json_500, self.cycle)
+        self.cycle.transport = _HeadWithBody(self.transport, self.cycle)
         self.receiving_body = True
         self.load.receiving_body += 1
 
@@ -195,6 +199,44 @@ class SlowClientGuard(HttpToolsProtocol):
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(STATUS_LINE[status] + head + b"\r\n" + body)
         self.transport.close()
+
+
+class _HeadWithBody(asyncio.Transport):
+    """The transport as one response cycle sees it: the head of its response is held and
+    written with the first body bytes, so a small answer leaves in one system call.
+
+    A write is the head when the response has started and nothing of it was written yet
+    (uvicorn sets `response_started` before it writes the head). Anything else, such as
+    `100 Continue`, goes out at once; closing writes a held head first. The bytes on the
+    wire are the same, in the same order.
+    """
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        super().__init__()
+        self._transport, self._cycle = transport, cycle
+        self._head: bytes | None = None
+        self._head_written = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head + bytes(data))
+        elif self._cycle.response_started and not self._head_written:
+            self._head, self._head_written = bytes(data), True
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 _BUSY_BODY = json.dumps({"error": f"too many requests in progress; retry in "
