@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from adapters.postgres import PostgresTarget, configure_session
+from adapters.postgres import PostgresTarget
 from pager_actors.ports import StoreError
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -28,20 +28,9 @@ class Database:
         return self._target.reason(error)
 
     def connect(self, *, autocommit: bool) -> Connection:
-        """A new connection, its session set up (UTC, bounded statements); StoreError with
-        the masked reason if PostgreSQL cannot be reached or refuses."""
-        try:
-            db: Connection = psycopg.connect(**self._target.params, autocommit=True)
-        except psycopg.Error as error:
-            raise StoreError(f"{self.where}: cannot connect: {self.reason(error)}") from None
-        try:
-            configure_session(db)
-            db.autocommit = autocommit
-        except psycopg.Error as error:
-            db.close()
-            raise StoreError(f"{self.where}: cannot set up the connection: "
-                             f"{self.reason(error)}") from None
-        return db
+        """A new connection, its session set up like the store's (UTC, bounded
+        statements); StoreError with the masked reason if it cannot be had."""
+        return self._target.connect(lambda db: setattr(db, "autocommit", autocommit))
 
 
 def open_pool(target: PostgresTarget, *, what: str, tables: Sequence[str], connections: int,

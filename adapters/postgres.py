@@ -298,6 +298,24 @@ class PostgresTarget:
             return f"disk full ({text})"
         return text
 
+    def connect(self, setup: Callable[[Connection], None] | None = None) -> Connection:
+        """A new autocommit connection, its session set up (`configure_session`, then
+        `setup`); StoreError in PostgreSQL's words, without the password, if it cannot be
+        had."""
+        try:
+            db: Connection = psycopg.connect(**self.params, autocommit=True)
+        except psycopg.Error as error:
+            raise StoreError(f"{self.where}: cannot connect: {self.reason(error)}") from error
+        try:
+            configure_session(db)
+            if setup is not None:
+                setup(db)
+        except psycopg.Error as error:
+            db.close()
+            raise StoreError(f"{self.where}: cannot set up the connection: "
+                             f"{self.reason(error)}") from error
+        return db
+
 
 class _StaleConnection(Exception):
     """The writer connection died before COMMIT was sent: nothing was applied."""
@@ -360,18 +378,7 @@ class PostgresStore:
         return self._target.reason(error)
 
     def _connect(self) -> Connection:
-        try:
-            db: Connection = psycopg.connect(**self._params, autocommit=True)
-        except psycopg.Error as error:
-            raise StoreError(f"{self.where}: cannot connect: {self._reason(error)}") from error
-        try:
-            configure_session(db)
-            self._limit_idle(db)
-        except psycopg.Error as error:
-            db.close()
-            raise StoreError(f"{self.where}: cannot set up the connection: "
-                             f"{self._reason(error)}") from error
-        return db
+        return self._target.connect(self._limit_idle)
 
     def _drop_writer(self) -> None:
         if self._writer is not None:

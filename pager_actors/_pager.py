@@ -502,17 +502,21 @@ class Pager:
             raise UnknownServiceError(service_id)
         held = self._held
         if held is not None and not held.accepts(service_id):
-            return self._store.load(service_id) or MonitoredService(service_id)
+            return self._stored(service_id)
         if (cell is None or cell.inbox is None) and not self._stopping:
             if cell is None:
-                return self._store.load(service_id) or MonitoredService(service_id)
+                return self._stored(service_id)
             if cell.state is not None:
                 return cell.state
         try:
             result: MonitoredService = self._submit(service_id, STATUS).get(timeout=timeout)
         except NotOwnerError:  # it left this node meanwhile
-            return self._store.load(service_id) or MonitoredService(service_id)
+            return self._stored(service_id)
         return result
+
+    def _stored(self, service_id: str) -> MonitoredService:
+        """The service's committed state as the store holds it (none yet: a fresh one)."""
+        return self._store.load(service_id) or MonitoredService(service_id)
 
     def reply_code(self, code: str) -> CodeUse | None:
         """Which incident an SMS reply code names: open, or closed within a day

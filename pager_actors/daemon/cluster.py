@@ -49,8 +49,6 @@ class Leases(Protocol):
 
     def may_send(self, service_id: str) -> bool: ...
 
-    def held(self) -> frozenset[int]: ...
-
     def start(self, adopt: Callable[[frozenset[int]], None],
               abandon: Callable[[frozenset[int], bool], bool]) -> None: ...
 
@@ -109,7 +107,6 @@ class Node:
         if self._refresh is not None:
             threading.Thread(target=self._refreshing, args=(self._refresh,),
                              name="pager-cluster-refresh", daemon=True).start()
-        log.info("node_joined", node=self.node_id, shards=len(self.leases.held()))
 
     def _refreshing(self, refresh: Callable[[], None]) -> None:
         while not self._leaving.wait(REFRESH_SECONDS):
@@ -135,7 +132,6 @@ class Node:
         finally:
             with contextlib.suppress(Exception):
                 self.forwarding.close()
-        log.info("node_left", node=self.node_id)
 
     def problem(self) -> str | None:
         """Why this node should not get traffic now (for /readyz), or None."""
